@@ -1,0 +1,265 @@
+"""``sdstudio <command>``: headless generation over core + engine.
+
+Every error a person can cause ends with one line on stderr and a non-zero exit; ``--verbose``
+adds the traceback for bug reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import threading
+from pathlib import Path
+
+from sdstudio import __version__
+from sdstudio.core.errors import SDStudioError
+from sdstudio.core.request import GenerationRequest, Mode, Scheduler, random_seed
+
+log = logging.getLogger("sdstudio")
+
+PREVIEW_MAX_SIDE = 1024
+
+
+def _add_generation_options(parser: argparse.ArgumentParser, *, strength: float | None) -> None:
+    parser.add_argument("--prompt", required=True, help="what should be there")
+    parser.add_argument("--negative", default="", help="what should not be there")
+    parser.add_argument(
+        "--model",
+        default=None,
+        help="hub id (owner/name) or local diffusers folder; default: $SDSTUDIO_MODEL or a "
+        "Stable Diffusion 1.5 model",
+    )
+    parser.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
+    parser.add_argument("--guidance", type=float, default=7.0, help="CFG scale (default 7)")
+    if strength is not None:
+        parser.add_argument(
+            "--strength",
+            type=float,
+            default=strength,
+            help=f"how much to change, 0-1 (default {strength})",
+        )
+    parser.add_argument("--seed", type=int, default=None, help="seed (default: random)")
+    parser.add_argument(
+        "--scheduler",
+        default="euler_a",
+        help="sampler: " + ", ".join(s.name.lower() for s in Scheduler) + " (default euler_a)",
+    )
+    parser.add_argument("--previews", type=Path, help="write one preview PNG per step here")
+
+
+def _add_inpaint_area_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--mask", required=True, type=Path, help="white (or opaque) = repaint")
+    parser.add_argument("--mask-blur", type=int, default=4, help="soft edge in pixels (default 4)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sdstudio",
+        description="SD Studio: inpainting, img2img and text-to-image with Stable Diffusion.",
+    )
+    parser.add_argument("--version", action="version", version=f"sdstudio {__version__}")
+    parser.add_argument("-v", "--verbose", action="store_true", help="log details and tracebacks")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = commands.add_parser("inpaint", help="repaint the masked part of an image")
+    p.add_argument("image", type=Path)
+    _add_inpaint_area_options(p)
+    _add_generation_options(p, strength=1.0)
+    p.add_argument("--padding", type=int, default=32, help="context around the mask (default 32)")
+    p.add_argument("--no-color-match", action="store_true", help="skip colour matching")
+    p.add_argument("-o", "--output", required=True, type=Path)
+
+    p = commands.add_parser("img2img", help="redraw a whole image guided by a prompt")
+    p.add_argument("image", type=Path)
+    _add_generation_options(p, strength=0.75)
+    p.add_argument("-o", "--output", required=True, type=Path)
+
+    p = commands.add_parser("txt2img", help="make an image from a prompt")
+    _add_generation_options(p, strength=None)
+    p.add_argument("--width", type=int, default=512)
+    p.add_argument("--height", type=int, default=512)
+    p.add_argument("-o", "--output", required=True, type=Path)
+
+    p = commands.add_parser("remove", help="remove what the mask covers (no model needed)")
+    p.add_argument("image", type=Path)
+    _add_inpaint_area_options(p)
+    p.add_argument("-o", "--output", required=True, type=Path)
+
+    p = commands.add_parser("info", help="print the generation parameters stored in an image")
+    p.add_argument("image", type=Path)
+    return parser
+
+
+def _check_output(args: argparse.Namespace) -> None:
+    from sdstudio.core.imageio import SAVE_FORMATS
+
+    output: Path = args.output
+    if output.suffix.lower() not in SAVE_FORMATS:
+        raise SDStudioError(
+            f"Cannot write '{output}': use one of {', '.join(sorted(SAVE_FORMATS))}."
+        )
+    image = getattr(args, "image", None)
+    if image is not None and output.resolve() == image.resolve():
+        raise SDStudioError(
+            f"Refusing to overwrite the input image '{image}': choose another -o file."
+        )
+
+
+def _load_inputs(args: argparse.Namespace):
+    from sdstudio.core.imageio import load_image
+    from sdstudio.core.mask import mask_from_image
+
+    image = load_image(args.image) if getattr(args, "image", None) else None
+    mask = None
+    if getattr(args, "mask", None) is not None:
+        mask = mask_from_image(load_image(args.mask))
+        if image is not None and mask.shape != image.shape[:2]:
+            raise SDStudioError(
+                f"The mask '{args.mask}' is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                f"{image.shape[1]}x{image.shape[0]}: make a mask of the same size."
+            )
+    return image, mask
+
+
+def _request(args: argparse.Namespace, mode: Mode, image, mask) -> GenerationRequest:
+    from sdstudio.engine.models import DEFAULT_INPAINT_MODEL, DEFAULT_MODEL
+
+    fields: dict = {"mode": mode, "image": image, "mask": mask}
+    if mode is not Mode.REMOVE:
+        default = DEFAULT_INPAINT_MODEL if mode is Mode.INPAINT else DEFAULT_MODEL
+        fields.update(
+            prompt=args.prompt,
+            negative_prompt=args.negative,
+            model=args.model or os.environ.get("SDSTUDIO_MODEL") or default,
+            steps=args.steps,
+            guidance=args.guidance,
+            seed=random_seed() if args.seed is None else args.seed,
+            scheduler=Scheduler.parse(args.scheduler),
+        )
+    if hasattr(args, "strength"):
+        fields["strength"] = args.strength
+    if hasattr(args, "mask_blur"):
+        fields["mask_blur"] = args.mask_blur
+    if hasattr(args, "padding"):
+        fields["padding"] = args.padding
+    if getattr(args, "no_color_match", False):
+        fields["color_match"] = False
+    if mode is Mode.TXT2IMG:
+        fields.update(width=args.width, height=args.height)
+    return GenerationRequest(**fields)
+
+
+class _Progress:
+    """Step i/n on stderr, on one line when stderr is a terminal."""
+
+    def __init__(self) -> None:
+        self.tty = sys.stderr.isatty()
+
+    def step(self, index: int, total: int) -> None:
+        end = "\r" if self.tty and index < total else "\n"
+        if self.tty or index == total:
+            print(f"step {index}/{total}", end=end, file=sys.stderr, flush=True)
+
+
+def _write_preview(folder: Path, event) -> None:
+    import cv2
+
+    from sdstudio.core.imageio import save_image
+
+    scale = min(1.0, PREVIEW_MAX_SIDE / max(event.box.width, event.box.height))
+    size = (max(1, round(event.box.width * scale)), max(1, round(event.box.height * scale)))
+    rgb = cv2.resize(event.rgb, size, interpolation=cv2.INTER_LINEAR)
+    save_image(folder / f"step-{event.index:03d}.png", rgb)
+
+
+def _generate(args: argparse.Namespace, mode: Mode) -> int:
+    from sdstudio.core.imageio import save_image
+    from sdstudio.engine.events import Cancelled, Failed, Finished, Preview, Step
+
+    _check_output(args)
+    image, mask = _load_inputs(args)
+    request = _request(args, mode, image, mask)
+    if mode is Mode.REMOVE:
+        from sdstudio.engine.classical import ClassicalFillEngine
+
+        engine = ClassicalFillEngine()
+    else:
+        from sdstudio.engine.diffusers_engine import DiffusersEngine
+
+        print(f"Loading model {request.model} ...", file=sys.stderr, flush=True)
+        engine = DiffusersEngine()
+        engine.load(request.model)
+    if getattr(args, "previews", None) is not None:
+        try:
+            args.previews.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise SDStudioError(f"Cannot create the previews folder '{args.previews}': {error.strerror}.") from error
+
+    progress, cancel = _Progress(), threading.Event()
+    events = engine.run(request, cancel)
+    try:
+        for event in events:
+            if isinstance(event, Step):
+                progress.step(event.index, event.total)
+            elif isinstance(event, Preview) and getattr(args, "previews", None) is not None:
+                _write_preview(args.previews, event)
+            elif isinstance(event, Finished):
+                save_image(args.output, event.composite(image), parameters=event.parameters)
+                seed = "" if mode is Mode.REMOVE else f" (seed {request.seed})"
+                print(f"Saved {args.output}{seed}", file=sys.stderr)
+                return 0
+            elif isinstance(event, Failed):
+                raise SDStudioError(event.message)
+            elif isinstance(event, Cancelled):
+                print("Cancelled.", file=sys.stderr)
+                return 130
+    except KeyboardInterrupt:
+        cancel.set()
+        print("\nCancelled.", file=sys.stderr)
+        return 130
+    finally:
+        close = getattr(events, "close", None)
+        if close:
+            close()
+    raise SDStudioError("The engine stopped without a result.")
+
+
+def _info(args: argparse.Namespace) -> int:
+    from sdstudio.core.imageio import read_parameters
+
+    text = read_parameters(args.image)
+    if not text:
+        print(f"'{args.image}' holds no generation parameters.", file=sys.stderr)
+        return 1
+    print(text)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    if args.command is None:
+        parser.print_help()
+        return 0
+    try:
+        if args.command == "info":
+            return _info(args)
+        return _generate(args, Mode(args.command))
+    except SDStudioError as error:
+        log.debug("error", exc_info=True)
+        print(f"sdstudio: error: {error}", file=sys.stderr)
+        return 1
+    except Exception as error:  # noqa: BLE001 - one line for the person, the trace with -v
+        if args.verbose:
+            log.exception("unexpected error")
+        print(
+            f"sdstudio: error: {type(error).__name__}: {error} (run with --verbose for details)",
+            file=sys.stderr,
+        )
+        return 1

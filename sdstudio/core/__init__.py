@@ -1,0 +1,1 @@
+"""The document model: images, masks, requests, geometry, metadata. Imports neither Qt nor torch."""

@@ -1,0 +1,152 @@
+"""The one object that crosses from the document to the engine: a frozen ``GenerationRequest``.
+
+Everything the engine needs is in it; the engine never reaches back into the document. The
+pixel arrays are copied and made read-only on construction, so the document can go on being
+edited while a generation runs.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field, replace
+from enum import Enum
+
+import numpy as np
+
+from sdstudio.core.errors import RequestError
+from sdstudio.core.region import Box
+
+MAX_SEED = 2**32 - 1
+
+
+class Mode(Enum):
+    TXT2IMG = "txt2img"
+    IMG2IMG = "img2img"
+    INPAINT = "inpaint"
+    OUTPAINT = "outpaint"
+    REMOVE = "remove"
+
+
+class Scheduler(Enum):
+    """Samplers, named as AUTOMATIC1111 names them (the name goes into the image metadata)."""
+
+    EULER_A = "Euler a"
+    EULER = "Euler"
+    DPMPP_2M = "DPM++ 2M"
+    DPMPP_2M_KARRAS = "DPM++ 2M Karras"
+    DDIM = "DDIM"
+    UNIPC = "UniPC"
+    LCM = "LCM"
+
+    @classmethod
+    def parse(cls, name: str) -> Scheduler:
+        """Accept ``"Euler a"``, ``"euler_a"``, ``"EULER-A"``, ``"dpmpp_2m_karras"`` ..."""
+
+        def key(s: str) -> str:
+            return "".join(ch for ch in s.lower().replace("++", "pp") if ch.isalnum())
+
+        wanted = key(name)
+        for member in cls:
+            if wanted in (key(member.name), key(member.value)):
+                return member
+        choices = ", ".join(m.name.lower() for m in cls)
+        raise RequestError(f"Unknown scheduler {name!r}: choose one of {choices}.")
+
+
+class ModelFamily(Enum):
+    SD1 = "sd1"
+    SDXL = "sdxl"
+
+    @property
+    def native_size(self) -> int:
+        return 1024 if self is ModelFamily.SDXL else 512
+
+
+def random_seed() -> int:
+    return secrets.randbelow(MAX_SEED + 1)
+
+
+def _frozen_copy(array: np.ndarray | None, what: str) -> np.ndarray | None:
+    if array is None:
+        return None
+    if not isinstance(array, np.ndarray):
+        raise RequestError(f"The {what} must be a numpy array, not {type(array).__name__}.")
+    copy = np.array(array, copy=True)
+    copy.flags.writeable = False
+    return copy
+
+
+@dataclass(frozen=True, eq=False)
+class GenerationRequest:
+    """A complete, immutable description of one generation.
+
+    ``image`` is the picture as loaded (H x W, H x W x 3 or H x W x 4; uint8 or uint16).
+    ``mask`` is H x W uint8 where 255 means "repaint". ``region`` limits img2img to a part of
+    the picture (None: the whole picture). ``width``/``height`` are the txt2img output size.
+    """
+
+    mode: Mode
+    prompt: str = ""
+    negative_prompt: str = ""
+    image: np.ndarray | None = None
+    mask: np.ndarray | None = None
+    region: Box | None = None
+    model: str = ""
+    seed: int = field(default_factory=random_seed)
+    steps: int = 20
+    guidance: float = 7.0
+    strength: float = 0.75
+    scheduler: Scheduler = Scheduler.EULER_A
+    width: int = 512
+    height: int = 512
+    padding: int = 32
+    mask_blur: int = 4
+    color_match: bool = True
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "image", _frozen_copy(self.image, "image"))
+        object.__setattr__(self, "mask", _frozen_copy(self.mask, "mask"))
+        self._validate()
+
+    def _validate(self) -> None:
+        if not isinstance(self.mode, Mode):
+            raise RequestError(f"Unknown mode {self.mode!r}.")
+        if not 1 <= self.steps <= 1000:
+            raise RequestError(f"Steps must be between 1 and 1000 (got {self.steps}).")
+        if not 0.0 <= self.guidance <= 100.0:
+            raise RequestError(f"Guidance must be between 0 and 100 (got {self.guidance}).")
+        if not 0.0 < self.strength <= 1.0:
+            raise RequestError(
+                f"Strength must be above 0 and at most 1 (got {self.strength}); "
+                "0.3 keeps most of the picture, 1.0 replaces it."
+            )
+        if not 0 <= self.seed <= MAX_SEED:
+            raise RequestError(f"Seed must be between 0 and {MAX_SEED} (got {self.seed}).")
+        if self.padding < 0 or self.mask_blur < 0:
+            raise RequestError("Padding and mask blur cannot be negative.")
+        if self.mode is Mode.TXT2IMG:
+            for name, value in (("Width", self.width), ("Height", self.height)):
+                if not 64 <= value <= 4096 or value % 8:
+                    raise RequestError(
+                        f"{name} must be a multiple of 8 between 64 and 4096 (got {value})."
+                    )
+            return
+        if self.image is None:
+            raise RequestError(f"{self.mode.value} needs an input image.")
+        if self.image.ndim not in (2, 3) or self.image.dtype not in (np.uint8, np.uint16):
+            raise RequestError("The image must be an 8- or 16-bit array of H x W (x C) pixels.")
+        height, width = self.image.shape[:2]
+        if self.mode in (Mode.INPAINT, Mode.REMOVE, Mode.OUTPAINT):
+            if self.mask is None:
+                raise RequestError(f"{self.mode.value} needs a mask (white = repaint).")
+            if self.mask.shape != (height, width):
+                raise RequestError(
+                    f"The mask is {self.mask.shape[1]}x{self.mask.shape[0]} but the image is "
+                    f"{width}x{height}; they must be the same size."
+                )
+        if self.region is not None and not self.region.inside(width, height):
+            raise RequestError(f"The region {self.region} lies outside the {width}x{height} image.")
+
+    def with_(self, **changes) -> GenerationRequest:
+        """A copy with some fields changed (validated again)."""
+        return replace(self, **changes)

@@ -1,0 +1,184 @@
+"""The local Stable Diffusion engine: requests in, events out, diffusers pipelines underneath.
+
+It wraps the pipelines rather than forking them: everything it adds (crop and paste-back,
+previews, cancel, checks of the output) sits around one ordinary pipeline call.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+
+from sdstudio.core.errors import GenerationError, RequestError
+from sdstudio.core.metadata import format_parameters
+from sdstudio.core.pixels import to_rgb8
+from sdstudio.core.region import Box, generation_size
+from sdstudio.core.request import GenerationRequest, Mode
+from sdstudio.engine import inpaint
+from sdstudio.engine.classical import classical_fill
+from sdstudio.engine.compositing import blend_patch, resize_rgb
+from sdstudio.engine.events import Event, Finished, Preview, Started, Step
+from sdstudio.engine.pipelines import PipelineCache, Task
+from sdstudio.engine.streaming import Emit, check_cancel, stream
+
+NEUTRAL_PROMPT = "empty background, seamless, natural continuation of the surroundings"
+NEUTRAL_NEGATIVE = "person, object, text, watermark, frame, border"
+
+TASKS = {
+    Mode.TXT2IMG: Task.TXT2IMG,
+    Mode.IMG2IMG: Task.IMG2IMG,
+    Mode.INPAINT: Task.INPAINT,
+    Mode.OUTPAINT: Task.INPAINT,
+    Mode.REMOVE: Task.INPAINT,
+}
+
+
+def steps_run(steps: int, strength: float, mode: Mode) -> int:
+    """How many denoising steps diffusers runs for ``steps`` at ``strength``."""
+    if mode is Mode.TXT2IMG:
+        return steps
+    return min(int(steps * strength), steps)
+
+
+def _cancel_hooks(pipe: Any, cancel: threading.Event) -> list[Any]:
+    """Check the cancel flag before each UNet and VAE-decoder block, not only between steps."""
+
+    def hook(_module: Any, _args: Any) -> None:
+        check_cancel(cancel)
+
+    unet, decoder = pipe.unet, pipe.vae.decoder
+    blocks = [*unet.down_blocks, unet.mid_block, *unet.up_blocks, *decoder.up_blocks]
+    return [block.register_forward_pre_hook(hook) for block in blocks if block is not None]
+
+
+def _to_rgb8(images: np.ndarray) -> np.ndarray:
+    image = images[0]
+    if not np.isfinite(image).all() or float(image.max()) < 1.0 / 255.0:
+        raise GenerationError(
+            "The model returned an empty image (black or NaN), so nothing was pasted. This is "
+            "often a half-precision VAE overflow: try another seed, or run in full precision "
+            "(SDSTUDIO_DEVICE=cpu), or use a model with a fixed VAE."
+        )
+    return np.clip(np.rint(image * 255.0), 0, 255).astype(np.uint8)
+
+
+class DiffusersEngine:
+    """txt2img, img2img and inpaint with Stable Diffusion 1.x / SDXL models through diffusers."""
+
+    def __init__(self, cache: PipelineCache | None = None) -> None:
+        self.cache = cache or PipelineCache()
+
+    def load(self, reference: str) -> None:
+        """Load a model ahead of a run (runs load it themselves when needed)."""
+        self.cache.load(reference)
+
+    def run(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[Event]:
+        return stream(lambda emit: self._generate(request, cancel, emit), cancel)
+
+    def _generate(self, request: GenerationRequest, cancel: threading.Event, emit: Emit) -> None:
+        import torch
+
+        from sdstudio.engine.preview import LatentPreviewer
+        from sdstudio.engine.schedulers import make_scheduler
+
+        total = steps_run(request.steps, request.strength, request.mode)
+        if total < 1:
+            raise RequestError(
+                f"Strength {request.strength} with {request.steps} steps runs no denoising step: "
+                "raise the strength or the number of steps."
+            )
+        loaded, pipe = self.cache.pipeline(request.model, TASKS[request.mode])
+        check_cancel(cancel)
+        pipe.scheduler = make_scheduler(request.scheduler, loaded.scheduler_config)
+        native = loaded.native_size
+
+        kwargs: dict[str, Any] = {}
+        crop = None
+        if request.mode is Mode.TXT2IMG:
+            box = Box(0, 0, request.width, request.height)
+            kwargs.update(width=request.width, height=request.height)
+        elif request.mode is Mode.IMG2IMG:
+            assert request.image is not None
+            h, w = request.image.shape[:2]
+            box = request.region or Box(0, 0, w, h)
+            gen_w, gen_h = generation_size(box.width, box.height, native)
+            source = resize_rgb(to_rgb8(request.image[box.slices]), gen_w, gen_h)
+            kwargs.update(image=_pil(source), strength=request.strength)
+        else:
+            crop = inpaint.prepare(request, native)
+            box = crop.box
+            source = crop.rgb
+            if request.mode in (Mode.REMOVE, Mode.OUTPAINT):
+                source = classical_fill(source, crop.fill_mask)  # pre-fill: no ghost of the object
+            image, mask = crop.at_model_size(source)
+            kwargs.update(
+                image=_pil(image),
+                mask_image=_pil(mask),
+                width=crop.region.gen_width,
+                height=crop.region.gen_height,
+                strength=request.strength,
+            )
+
+        prompt, negative = request.prompt, request.negative_prompt
+        if request.mode is Mode.REMOVE:
+            prompt, negative = prompt or NEUTRAL_PROMPT, negative or NEUTRAL_NEGATIVE
+        emit(Started(request.mode, total, box))
+        previewer = LatentPreviewer(loaded.family)
+
+        def on_step_end(pipeline: Any, index: int, _timestep: Any, tensors: dict) -> dict:
+            check_cancel(cancel)
+            n = pipeline.num_timesteps
+            emit(Step(index + 1, n))
+            emit(Preview(index + 1, n, previewer(tensors["latents"]), box))
+            return tensors
+
+        hooks = _cancel_hooks(pipe, cancel)
+        try:
+            result = pipe(
+                prompt=prompt,
+                negative_prompt=negative or None,
+                num_inference_steps=request.steps,
+                guidance_scale=request.guidance,
+                generator=torch.Generator("cpu").manual_seed(request.seed),
+                output_type="np",
+                callback_on_step_end=on_step_end,
+                callback_on_step_end_tensor_inputs=["latents"],
+                **kwargs,
+            )
+        except torch.cuda.OutOfMemoryError as error:
+            raise GenerationError(
+                f"Out of GPU memory generating at {box.width}x{box.height}: close other GPU "
+                "programs, lower the padding or the txt2img size, or run on the CPU."
+            ) from error
+        finally:
+            for handle in hooks:
+                handle.remove()
+        generated = _to_rgb8(result.images)
+        check_cancel(cancel)
+
+        if crop is not None:
+            patch = inpaint.finish(request, crop, generated)
+        elif request.mode is Mode.TXT2IMG:
+            patch = generated
+        else:
+            assert request.image is not None
+            generated = resize_rgb(generated, box.width, box.height)
+            patch = blend_patch(
+                request.image[box.slices], generated, np.ones(generated.shape[:2], np.float32)
+            )
+        if request.image is None:
+            width, height = request.width, request.height
+        else:
+            height, width = request.image.shape[:2]
+        parameters = format_parameters(request, width=width, height=height, model_name=loaded.info.name)
+        check_cancel(cancel)
+        emit(Finished(patch, box, parameters, request))
+
+
+def _pil(array: np.ndarray):
+    from PIL import Image
+
+    return Image.fromarray(array)

@@ -1,0 +1,152 @@
+"""The diffusers engine on tiny random pipelines, loaded through the user's model-reference path."""
+
+import threading
+
+import numpy as np
+import pytest
+
+from sdstudio.core.mask import blend_alpha
+from sdstudio.core.request import GenerationRequest, Mode, Scheduler
+from sdstudio.engine.events import Cancelled, Failed, Finished, Preview, Started, Step
+
+
+def run_all(engine, request, cancel=None):
+    return list(engine.run(request, cancel or threading.Event()))
+
+
+def finished(events) -> Finished:
+    last = events[-1]
+    assert isinstance(last, Finished), f"expected Finished, got {last}"
+    return last
+
+
+def inpaint_request(model, image, mask, **changes):
+    fields = dict(mode=Mode.INPAINT, prompt="a red ball", model=model, seed=7, steps=3,
+                  strength=1.0, mask_blur=3, padding=8)
+    fields.update(changes)
+    return GenerationRequest(image=image, mask=mask, **fields)
+
+
+def test_same_seed_same_pixels_other_seed_other_pixels(engine, sd1_inpaint_model, photo, edge_mask):
+    request = inpaint_request(sd1_inpaint_model, photo, edge_mask)
+    first = finished(run_all(engine, request)).patch
+    again = finished(run_all(engine, request)).patch
+    other = finished(run_all(engine, request.with_(seed=8))).patch
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+
+
+def test_one_step_and_one_preview_per_step(engine, sd1_inpaint_model, photo, edge_mask):
+    events = run_all(engine, inpaint_request(sd1_inpaint_model, photo, edge_mask, steps=4))
+    started = events[0]
+    assert isinstance(started, Started) and started.total_steps == 4
+    steps = [e for e in events if isinstance(e, Step)]
+    previews = [e for e in events if isinstance(e, Preview)]
+    assert [s.index for s in steps] == [1, 2, 3, 4] and all(s.total == 4 for s in steps)
+    assert [p.index for p in previews] == [1, 2, 3, 4]
+    for preview in previews:
+        assert preview.rgb.dtype == np.uint8 and preview.rgb.ndim == 3 and preview.rgb.shape[2] == 3
+        assert preview.box == started.box
+    finished(events)
+
+
+def test_unmasked_pixels_bit_exact_on_large_non_square_image(engine, sd1_inpaint_model, photo, edge_mask):
+    # 200x130 is larger than the tiny model's 64 px native size; the mask touches the right edge.
+    done = finished(run_all(engine, inpaint_request(sd1_inpaint_model, photo, edge_mask)))
+    result = done.composite(photo)
+    assert result.shape == photo.shape and result.dtype == photo.dtype
+    outside = blend_alpha(edge_mask, 3) == 0
+    np.testing.assert_array_equal(result[outside], photo[outside])
+    inside = edge_mask > 0
+    assert np.abs(result[inside].astype(int) - photo[inside]).mean() > 5  # something was painted
+    assert done.box.width < photo.shape[1] or done.box.height < photo.shape[0]  # worked on a crop
+
+
+@pytest.mark.parametrize("layout", ["grey", "rgba", "rgb16"])
+def test_picture_layout_and_depth_kept(engine, sd1_inpaint_model, photo, edge_mask, layout):
+    if layout == "grey":
+        image = photo[:, :, 1].copy()
+    elif layout == "rgba":
+        alpha = np.full(photo.shape[:2] + (1,), 200, np.uint8)
+        image = np.concatenate([photo, alpha], axis=2)
+    else:
+        image = photo.astype(np.uint16) * 257 + 3  # values no 8-bit picture could hold
+    done = finished(run_all(engine, inpaint_request(sd1_inpaint_model, image, edge_mask)))
+    result = done.composite(image)
+    assert result.dtype == image.dtype and result.shape == image.shape
+    outside = blend_alpha(edge_mask, 3) == 0
+    np.testing.assert_array_equal(result[outside], image[outside])
+    if layout == "rgba":
+        np.testing.assert_array_equal(result[:, :, 3], image[:, :, 3])
+
+
+def test_cancel_mid_run_leaves_no_result_and_engine_reusable(engine, sd1_inpaint_model, photo, edge_mask):
+    request = inpaint_request(sd1_inpaint_model, photo, edge_mask, steps=6)
+    cancel = threading.Event()
+    events = []
+    for event in engine.run(request, cancel):
+        events.append(event)
+        if isinstance(event, Step) and event.index == 2:
+            cancel.set()
+    assert isinstance(events[-1], Cancelled)
+    assert not any(isinstance(e, Finished) for e in events)
+    assert len([e for e in events if isinstance(e, Step)]) <= 3
+    # The same request afterwards gives what an uninterrupted run gives.
+    a = finished(run_all(engine, request)).patch
+    b = finished(run_all(engine, request)).patch
+    np.testing.assert_array_equal(a, b)
+
+
+def test_closing_the_iterator_cancels(engine, sd1_inpaint_model, photo, edge_mask):
+    iterator = engine.run(inpaint_request(sd1_inpaint_model, photo, edge_mask, steps=6), threading.Event())
+    assert isinstance(next(iterator), Started)
+    iterator.close()  # must return promptly, having stopped the run
+
+
+def test_plain_unet_inpaints_through_latent_blending(engine, sd1_model, photo, edge_mask):
+    done = finished(run_all(engine, inpaint_request(sd1_model, photo, edge_mask, strength=0.9)))
+    outside = blend_alpha(edge_mask, 3) == 0
+    np.testing.assert_array_equal(done.composite(photo)[outside], photo[outside])
+
+
+def test_txt2img_and_img2img(engine, sd1_model, photo):
+    t2i = GenerationRequest(mode=Mode.TXT2IMG, prompt="a house", model=sd1_model, seed=1,
+                            steps=2, width=96, height=64)
+    done = finished(run_all(engine, t2i))
+    assert done.patch.shape == (64, 96, 3)
+    i2i = GenerationRequest(mode=Mode.IMG2IMG, prompt="a house", model=sd1_model, seed=1,
+                            steps=4, strength=0.5, image=photo)
+    events = run_all(engine, i2i)
+    assert len([e for e in events if isinstance(e, Step)]) == 2  # 4 steps at strength 0.5
+    result = finished(events).composite(photo)
+    assert result.shape == photo.shape and not np.array_equal(result, photo)
+
+
+def test_inpainting_model_refuses_txt2img_clearly(engine, sd1_inpaint_model):
+    request = GenerationRequest(mode=Mode.TXT2IMG, prompt="x", model=sd1_inpaint_model, steps=2,
+                                width=64, height=64)
+    last = run_all(engine, request)[-1]
+    assert isinstance(last, Failed) and "inpainting model" in last.message
+
+
+@pytest.mark.parametrize("scheduler", list(Scheduler))
+def test_every_scheduler_runs(engine, sd1_inpaint_model, photo, edge_mask, scheduler):
+    request = inpaint_request(sd1_inpaint_model, photo, edge_mask, steps=2, scheduler=scheduler)
+    events = run_all(engine, request)
+    finished(events)
+    assert len([e for e in events if isinstance(e, Preview)]) == 2
+
+
+def test_sdxl_family_txt2img_and_inpaint(engine, sdxl_model, photo, edge_mask):
+    t2i = GenerationRequest(mode=Mode.TXT2IMG, prompt="a house", model=sdxl_model, seed=1,
+                            steps=2, width=64, height=64)
+    assert finished(run_all(engine, t2i)).patch.shape == (64, 64, 3)
+    done = finished(run_all(engine, inpaint_request(sdxl_model, photo, edge_mask, strength=0.9)))
+    outside = blend_alpha(edge_mask, 3) == 0
+    np.testing.assert_array_equal(done.composite(photo)[outside], photo[outside])
+
+
+def test_empty_mask_fails_with_clear_message(engine, sd1_inpaint_model, photo):
+    request = inpaint_request(sd1_inpaint_model, photo, np.zeros(photo.shape[:2], np.uint8))
+    last = run_all(engine, request)[-1]
+    assert isinstance(last, Failed) and "mask is empty" in last.message
