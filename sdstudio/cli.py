@@ -93,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_output(args: argparse.Namespace) -> None:
-    from sdstudio.core.imageio import SAVE_FORMATS
+    from sdstudio.core.imageio import FORMATS as SAVE_FORMATS
 
     output: Path = args.output
     if output.suffix.lower() not in SAVE_FORMATS:
@@ -195,7 +195,9 @@ def _generate(args: argparse.Namespace, mode: Mode) -> int:
         try:
             args.previews.mkdir(parents=True, exist_ok=True)
         except OSError as error:
-            raise SDStudioError(f"Cannot create the previews folder '{args.previews}': {error.strerror}.") from error
+            raise SDStudioError(
+                f"Cannot create the previews folder '{args.previews}': {error.strerror}."
+            ) from error
 
     progress, cancel = _Progress(), threading.Event()
     events = engine.run(request, cancel)

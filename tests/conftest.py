@@ -59,7 +59,9 @@ def photo() -> np.ndarray:
     """A 200 x 130 RGB picture with structure (gradients and a bar)."""
     h, w = 130, 200
     y, x = np.mgrid[0:h, 0:w]
-    image = np.stack([x * 255 // w, y * 255 // h, (x + y) * 255 // (w + h)], axis=2).astype(np.uint8)
+    image = np.stack([x * 255 // w, y * 255 // h, (x + y) * 255 // (w + h)], axis=2).astype(
+        np.uint8
+    )
     image[60:70, :, :] = (30, 200, 40)
     return image
 

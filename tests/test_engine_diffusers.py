@@ -21,8 +21,16 @@ def finished(events) -> Finished:
 
 
 def inpaint_request(model, image, mask, **changes):
-    fields = dict(mode=Mode.INPAINT, prompt="a red ball", model=model, seed=7, steps=3,
-                  strength=1.0, mask_blur=3, padding=8)
+    fields = dict(
+        mode=Mode.INPAINT,
+        prompt="a red ball",
+        model=model,
+        seed=7,
+        steps=3,
+        strength=1.0,
+        mask_blur=3,
+        padding=8,
+    )
     fields.update(changes)
     return GenerationRequest(image=image, mask=mask, **fields)
 
@@ -50,7 +58,9 @@ def test_one_step_and_one_preview_per_step(engine, sd1_inpaint_model, photo, edg
     finished(events)
 
 
-def test_unmasked_pixels_bit_exact_on_large_non_square_image(engine, sd1_inpaint_model, photo, edge_mask):
+def test_unmasked_pixels_bit_exact_on_large_non_square_image(
+    engine, sd1_inpaint_model, photo, edge_mask
+):
     # 200x130 is larger than the tiny model's 64 px native size; the mask touches the right edge.
     done = finished(run_all(engine, inpaint_request(sd1_inpaint_model, photo, edge_mask)))
     result = done.composite(photo)
@@ -80,7 +90,9 @@ def test_picture_layout_and_depth_kept(engine, sd1_inpaint_model, photo, edge_ma
         np.testing.assert_array_equal(result[:, :, 3], image[:, :, 3])
 
 
-def test_cancel_mid_run_leaves_no_result_and_engine_reusable(engine, sd1_inpaint_model, photo, edge_mask):
+def test_cancel_mid_run_leaves_no_result_and_engine_reusable(
+    engine, sd1_inpaint_model, photo, edge_mask
+):
     request = inpaint_request(sd1_inpaint_model, photo, edge_mask, steps=6)
     cancel = threading.Event()
     events = []
@@ -98,7 +110,9 @@ def test_cancel_mid_run_leaves_no_result_and_engine_reusable(engine, sd1_inpaint
 
 
 def test_closing_the_iterator_cancels(engine, sd1_inpaint_model, photo, edge_mask):
-    iterator = engine.run(inpaint_request(sd1_inpaint_model, photo, edge_mask, steps=6), threading.Event())
+    iterator = engine.run(
+        inpaint_request(sd1_inpaint_model, photo, edge_mask, steps=6), threading.Event()
+    )
     assert isinstance(next(iterator), Started)
     iterator.close()  # must return promptly, having stopped the run
 
@@ -110,12 +124,20 @@ def test_plain_unet_inpaints_through_latent_blending(engine, sd1_model, photo, e
 
 
 def test_txt2img_and_img2img(engine, sd1_model, photo):
-    t2i = GenerationRequest(mode=Mode.TXT2IMG, prompt="a house", model=sd1_model, seed=1,
-                            steps=2, width=96, height=64)
+    t2i = GenerationRequest(
+        mode=Mode.TXT2IMG, prompt="a house", model=sd1_model, seed=1, steps=2, width=96, height=64
+    )
     done = finished(run_all(engine, t2i))
     assert done.patch.shape == (64, 96, 3)
-    i2i = GenerationRequest(mode=Mode.IMG2IMG, prompt="a house", model=sd1_model, seed=1,
-                            steps=4, strength=0.5, image=photo)
+    i2i = GenerationRequest(
+        mode=Mode.IMG2IMG,
+        prompt="a house",
+        model=sd1_model,
+        seed=1,
+        steps=4,
+        strength=0.5,
+        image=photo,
+    )
     events = run_all(engine, i2i)
     assert len([e for e in events if isinstance(e, Step)]) == 2  # 4 steps at strength 0.5
     result = finished(events).composite(photo)
@@ -123,8 +145,9 @@ def test_txt2img_and_img2img(engine, sd1_model, photo):
 
 
 def test_inpainting_model_refuses_txt2img_clearly(engine, sd1_inpaint_model):
-    request = GenerationRequest(mode=Mode.TXT2IMG, prompt="x", model=sd1_inpaint_model, steps=2,
-                                width=64, height=64)
+    request = GenerationRequest(
+        mode=Mode.TXT2IMG, prompt="x", model=sd1_inpaint_model, steps=2, width=64, height=64
+    )
     last = run_all(engine, request)[-1]
     assert isinstance(last, Failed) and "inpainting model" in last.message
 
@@ -138,8 +161,9 @@ def test_every_scheduler_runs(engine, sd1_inpaint_model, photo, edge_mask, sched
 
 
 def test_sdxl_family_txt2img_and_inpaint(engine, sdxl_model, photo, edge_mask):
-    t2i = GenerationRequest(mode=Mode.TXT2IMG, prompt="a house", model=sdxl_model, seed=1,
-                            steps=2, width=64, height=64)
+    t2i = GenerationRequest(
+        mode=Mode.TXT2IMG, prompt="a house", model=sdxl_model, seed=1, steps=2, width=64, height=64
+    )
     assert finished(run_all(engine, t2i)).patch.shape == (64, 64, 3)
     done = finished(run_all(engine, inpaint_request(sdxl_model, photo, edge_mask, strength=0.9)))
     outside = blend_alpha(edge_mask, 3) == 0

@@ -8,7 +8,7 @@ import pytest
 PROBE = """
 import importlib, json, pkgutil, sys
 package = importlib.import_module({package!r})
-for info in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+for info in pkgutil.walk_packages(getattr(package, "__path__", []), package.__name__ + "."):
     importlib.import_module(info.name)
 print(json.dumps(sorted(m.split(".")[0] for m in sys.modules)))
 """

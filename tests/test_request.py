@@ -34,8 +34,9 @@ def test_request_is_frozen_and_snapshots_pixels():
     ],
 )
 def test_invalid_requests_say_what_is_wrong(changes, message):
-    fields = dict(mode=Mode.INPAINT, image=np.zeros((8, 8, 3), np.uint8),
-                  mask=np.full((8, 8), 255, np.uint8))
+    fields = dict(
+        mode=Mode.INPAINT, image=np.zeros((8, 8, 3), np.uint8), mask=np.full((8, 8), 255, np.uint8)
+    )
     fields.update(changes)
     with pytest.raises(RequestError, match=message):
         GenerationRequest(**fields)
@@ -54,9 +55,14 @@ def test_random_seed_by_default_and_in_range():
 
 @pytest.mark.parametrize(
     ("name", "member"),
-    [("euler_a", Scheduler.EULER_A), ("Euler a", Scheduler.EULER_A),
-     ("DPM++ 2M Karras", Scheduler.DPMPP_2M_KARRAS), ("dpmpp_2m_karras", Scheduler.DPMPP_2M_KARRAS),
-     ("ddim", Scheduler.DDIM), ("LCM", Scheduler.LCM)],
+    [
+        ("euler_a", Scheduler.EULER_A),
+        ("Euler a", Scheduler.EULER_A),
+        ("DPM++ 2M Karras", Scheduler.DPMPP_2M_KARRAS),
+        ("dpmpp_2m_karras", Scheduler.DPMPP_2M_KARRAS),
+        ("ddim", Scheduler.DDIM),
+        ("LCM", Scheduler.LCM),
+    ],
 )
 def test_scheduler_names(name, member):
     assert Scheduler.parse(name) is member

@@ -10,7 +10,11 @@ from pathlib import Path
 
 
 def _bytes_to_unicode() -> list[str]:
-    keep = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
+    keep = [
+        *range(ord("!"), ord("~") + 1),
+        *range(ord("¡"), ord("¬") + 1),
+        *range(ord("®"), ord("ÿ") + 1),
+    ]
     chars, extra = list(keep), 0
     for b in range(256):
         if b not in keep:
@@ -33,8 +37,16 @@ def _text_config(**extra):
     from transformers import CLIPTextConfig
 
     return CLIPTextConfig(
-        bos_token_id=0, eos_token_id=1, pad_token_id=1, hidden_size=32, intermediate_size=37,
-        layer_norm_eps=1e-5, num_attention_heads=4, num_hidden_layers=2, vocab_size=1000, **extra,
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        hidden_size=32,
+        intermediate_size=37,
+        layer_norm_eps=1e-5,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        vocab_size=1000,
+        **extra,
     )
 
 
@@ -42,8 +54,12 @@ def _vae():
     from diffusers import AutoencoderKL
 
     return AutoencoderKL(
-        block_out_channels=[32, 64], in_channels=3, out_channels=3, latent_channels=4,
-        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2,
+        block_out_channels=[32, 64],
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
         norm_num_groups=32,
     ).eval()
 
@@ -52,7 +68,10 @@ def _scheduler():
     from diffusers import EulerDiscreteScheduler
 
     return EulerDiscreteScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", steps_offset=1,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        steps_offset=1,
         timestep_spacing="leading",
     )
 
@@ -60,15 +79,24 @@ def _scheduler():
 def tiny_sd1(inpainting: bool):
     """A tiny SD1.x pipeline: 9-channel inpainting UNet or a plain 4-channel one."""
     import torch
-    from diffusers import StableDiffusionInpaintPipeline, StableDiffusionPipeline, UNet2DConditionModel
+    from diffusers import (
+        StableDiffusionInpaintPipeline,
+        StableDiffusionPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextModel
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=32,
-        in_channels=9 if inpainting else 4, out_channels=4, cross_attention_dim=32,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=9 if inpainting else 4,
+        out_channels=4,
+        cross_attention_dim=32,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), norm_num_groups=32,
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        norm_num_groups=32,
     ).eval()
     torch.manual_seed(0)
     vae = _vae()
@@ -76,8 +104,13 @@ def tiny_sd1(inpainting: bool):
     text_encoder = CLIPTextModel(_text_config()).eval()
     cls = StableDiffusionInpaintPipeline if inpainting else StableDiffusionPipeline
     return cls(
-        unet=unet, vae=vae, text_encoder=text_encoder, tokenizer=tiny_tokenizer(),
-        scheduler=_scheduler(), safety_checker=None, feature_extractor=None,
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tiny_tokenizer(),
+        scheduler=_scheduler(),
+        safety_checker=None,
+        feature_extractor=None,
         requires_safety_checker=False,
     )
 
@@ -90,22 +123,38 @@ def tiny_sdxl():
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        block_out_channels=(32, 64), layers_per_block=1, sample_size=32, in_channels=4,
-        out_channels=4, down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"), attention_head_dim=(2, 4),
-        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 2), projection_class_embeddings_input_dim=80,
-        cross_attention_dim=64, norm_num_groups=32,
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        attention_head_dim=(2, 4),
+        use_linear_projection=True,
+        addition_embed_type="text_time",
+        addition_time_embed_dim=8,
+        transformer_layers_per_block=(1, 2),
+        projection_class_embeddings_input_dim=80,
+        cross_attention_dim=64,
+        norm_num_groups=32,
     ).eval()
     torch.manual_seed(0)
     vae = _vae()
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(_text_config(hidden_act="gelu", projection_dim=32)).eval()
     torch.manual_seed(0)
-    text_encoder_2 = CLIPTextModelWithProjection(_text_config(hidden_act="gelu", projection_dim=32)).eval()
+    text_encoder_2 = CLIPTextModelWithProjection(
+        _text_config(hidden_act="gelu", projection_dim=32)
+    ).eval()
     return StableDiffusionXLPipeline(
-        unet=unet, vae=vae, text_encoder=text_encoder, text_encoder_2=text_encoder_2,
-        tokenizer=tiny_tokenizer(), tokenizer_2=tiny_tokenizer(), scheduler=_scheduler(),
+        unet=unet,
+        vae=vae,
+        text_encoder=text_encoder,
+        text_encoder_2=text_encoder_2,
+        tokenizer=tiny_tokenizer(),
+        tokenizer_2=tiny_tokenizer(),
+        scheduler=_scheduler(),
     )
 
 

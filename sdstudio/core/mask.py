@@ -40,7 +40,9 @@ def bounding_box(mask: np.ndarray) -> Box | None:
 def require_bounding_box(mask: np.ndarray) -> Box:
     box = bounding_box(mask)
     if box is None:
-        raise MaskError("The mask is empty: paint the area to repaint (white in a mask file) first.")
+        raise MaskError(
+            "The mask is empty: paint the area to repaint (white in a mask file) first."
+        )
     return box
 
 
@@ -69,7 +71,9 @@ def feather(mask: np.ndarray, pixels: int) -> np.ndarray:
     if pixels <= 0:
         return mask.copy()
     size = 2 * pixels + 1
-    return cv2.GaussianBlur(mask, (size, size), sigmaX=pixels / 2.0, borderType=cv2.BORDER_REPLICATE)
+    return cv2.GaussianBlur(
+        mask, (size, size), sigmaX=pixels / 2.0, borderType=cv2.BORDER_REPLICATE
+    )
 
 
 def blend_alpha(mask: np.ndarray, blur: int) -> np.ndarray:

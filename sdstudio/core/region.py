@@ -43,7 +43,10 @@ class Box:
 
     def contains(self, other: Box) -> bool:
         return (
-            self.x0 <= other.x0 and self.y0 <= other.y0 and other.x1 <= self.x1 and other.y1 <= self.y1
+            self.x0 <= other.x0
+            and self.y0 <= other.y0
+            and other.x1 <= self.x1
+            and other.y1 <= self.y1
         )
 
     def expand(self, pixels: int) -> Box:

@@ -4,7 +4,16 @@ Importing this package is cheap: ``DiffusersEngine`` pulls in torch only when it
 """
 
 from sdstudio.engine.classical import ClassicalFillEngine
-from sdstudio.engine.events import Cancelled, Engine, Event, Failed, Finished, Preview, Started, Step
+from sdstudio.engine.events import (
+    Cancelled,
+    Engine,
+    Event,
+    Failed,
+    Finished,
+    Preview,
+    Started,
+    Step,
+)
 from sdstudio.engine.fake import FakeEngine
 
 __all__ = [

@@ -55,5 +55,7 @@ class ClassicalFillEngine:
             return
         assert request.image is not None
         height, width = request.image.shape[:2]
-        parameters = format_parameters(request, width=width, height=height, model_name="opencv-telea")
+        parameters = format_parameters(
+            request, width=width, height=height, model_name="opencv-telea"
+        )
         yield Finished(patch, crop.box, parameters, request)

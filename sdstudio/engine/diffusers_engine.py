@@ -173,7 +173,9 @@ class DiffusersEngine:
             width, height = request.width, request.height
         else:
             height, width = request.image.shape[:2]
-        parameters = format_parameters(request, width=width, height=height, model_name=loaded.info.name)
+        parameters = format_parameters(
+            request, width=width, height=height, model_name=loaded.info.name
+        )
         check_cancel(cancel)
         emit(Finished(patch, box, parameters, request))
 

@@ -81,4 +81,3 @@ Event = Started | Step | Preview | Finished | Cancelled | Failed
 
 class Engine(Protocol):
     def run(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[Event]: ...
-

@@ -61,7 +61,9 @@ def prepare(request: GenerationRequest, native: int | None) -> InpaintCrop:
         box = bbox.expand(reach + CONTEXT).clamp(width, height)
         region = Region(box, box.width, box.height)
     else:
-        region = plan_region(bbox, width, height, padding=max(request.padding, reach), native=native)
+        region = plan_region(
+            bbox, width, height, padding=max(request.padding, reach), native=native
+        )
     crop_mask = np.ascontiguousarray(mask[region.box.slices])
     return InpaintCrop(
         region=region,

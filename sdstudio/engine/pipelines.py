@@ -48,7 +48,11 @@ def pick_device() -> tuple[str, Any]:
         return "cpu", torch.float32
     if wanted in ("", "cuda") and torch.cuda.is_available():
         return "cuda", torch.float16
-    if wanted in ("", "mps") and getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+    if (
+        wanted in ("", "mps")
+        and getattr(torch.backends, "mps", None)
+        and torch.backends.mps.is_available()
+    ):
         return "mps", torch.float32
     if wanted not in ("", "cpu"):
         raise ModelError(f"SDSTUDIO_DEVICE={wanted} is not available here; use cpu, cuda or mps.")
@@ -98,14 +102,20 @@ class PipelineCache:
         import diffusers
 
         device = self.device
-        kwargs: dict[str, Any] = {"torch_dtype": self._dtype, "use_safetensors": True, "local_files_only": True}
+        kwargs: dict[str, Any] = {
+            "dtype": self._dtype,
+            "use_safetensors": True,
+            "local_files_only": True,
+        }
         if info.family is ModelFamily.SD1:
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         cls = getattr(diffusers, info.pipeline_class)
         try:
             pipe = cls.from_pretrained(info.folder, **kwargs)
         except (OSError, ValueError) as error:
-            raise ModelError(f"Could not load '{info.reference}': {error}".splitlines()[0]) from error
+            raise ModelError(
+                f"Could not load '{info.reference}': {error}".splitlines()[0]
+            ) from error
         pipe = pipe.to(device)
         pipe.set_progress_bar_config(disable=True)
         self._loaded = Loaded(info, pipe, pipe.scheduler.config)

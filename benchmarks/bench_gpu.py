@@ -1,0 +1,108 @@
+"""GPU benchmark: full-size SD 1.5 and SDXL inpainting through our engine vs the bare pipeline.
+
+Builds both architectures from their configs with random weights (no download), saves them as
+safetensors and loads them back through the engine's own model path, then times 20-step inpaint
+at 512x512 (SD 1.5) and 1024x1024 (SDXL), engine and bare pipeline alternating in one run.
+
+    python benchmarks/bench_gpu.py [--models sd15,sdxl] [--steps 20] [--reps 3]
+                                   [--channels-last] [--compile] [--fuse-qkv]
+
+Needs CUDA; on a machine without it, it says so and exits.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from harness import compare, inpaint_request, test_picture  # noqa: E402
+from sd_architectures import build_and_save, sd15_inpaint, sdxl_inpaint  # noqa: E402
+
+MODELS = {
+    "sd15": ("SD 1.5 inpaint", sd15_inpaint, 512),
+    "sdxl": ("SDXL inpaint", sdxl_inpaint, 1024),
+}
+
+
+def speedups(engine, reference, args) -> None:
+    import torch
+
+    from sdstudio.engine.pipelines import Task
+
+    _, pipe = engine.cache.pipeline(reference, Task.INPAINT)
+    if args.fuse_qkv:
+        pipe.fuse_qkv_projections()
+    if args.channels_last:
+        pipe.unet.to(memory_format=torch.channels_last)
+        pipe.vae.to(memory_format=torch.channels_last)
+    if args.compile:
+        pipe.unet = torch.compile(pipe.unet, mode="max-autotune", fullgraph=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--models", default="sd15,sdxl")
+    parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--channels-last", action="store_true")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("--fuse-qkv", action="store_true")
+    parser.add_argument("--dtype", choices=["float16", "bfloat16"], default="float16")
+    args = parser.parse_args()
+
+    import torch
+
+    if not torch.cuda.is_available():
+        print("bench_gpu: no CUDA device here; run it on a machine with an NVIDIA GPU.")
+        return 0
+    from sdstudio.engine.diffusers_engine import DiffusersEngine
+    from sdstudio.engine.pipelines import PipelineCache
+
+    dtype = getattr(torch, args.dtype)
+    print(
+        f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, {args.dtype}, "
+        f"SDPA attention, flags: channels_last={args.channels_last} compile={args.compile} "
+        f"fuse_qkv={args.fuse_qkv}"
+    )
+    rows = []
+    for key in args.models.split(","):
+        name, builder, size = MODELS[key]
+        with tempfile.TemporaryDirectory() as tmp:
+            t0 = time.perf_counter()
+            folder = build_and_save(builder, Path(tmp) / key, "cuda", dtype)
+            engine = DiffusersEngine(PipelineCache(device="cuda", dtype=dtype))
+            engine.load(str(folder))
+            print(
+                f"{name}: built, saved and loaded in {time.perf_counter() - t0:.1f} s", flush=True
+            )
+            speedups(engine, str(folder), args)
+            image, mask = test_picture(size)
+            result = compare(
+                engine, inpaint_request(str(folder), image, mask, args.steps), args.reps
+            )
+            rows.append((name, size, result))
+            engine.cache.unload()
+            del engine
+            torch.cuda.empty_cache()
+    print()
+    print(
+        "| model | size | steps | engine s | bare s | ratio | engine it/s | bare it/s | peak GiB engine | peak GiB bare |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    for name, size, r in rows:
+        print(
+            f"| {name} | {size}x{size} | {args.steps} | {r['engine_s']:.2f} | {r['bare_s']:.2f} | "
+            f"{r['ratio']:.3f} | {args.steps / r['engine_s']:.2f} | {args.steps / r['bare_s']:.2f} | "
+            f"{r['engine_gib']:.2f} | {r['bare_gib']:.2f} |"
+        )
+    print("(it/s = steps / end-to-end seconds, text encoding and VAE included)")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

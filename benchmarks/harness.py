@@ -1,0 +1,116 @@
+"""Side-by-side timing of our engine and the bare diffusers pipeline on the same inputs."""
+
+from __future__ import annotations
+
+import statistics
+import threading
+import time
+
+import numpy as np
+
+from sdstudio.core.request import GenerationRequest, Mode, Scheduler
+from sdstudio.engine import inpaint
+from sdstudio.engine.events import Finished
+from sdstudio.engine.pipelines import Task
+from sdstudio.engine.schedulers import make_scheduler
+
+
+def test_picture(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """A size x size photo-like picture and a centred mask of about a fifth of its area."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    base = np.stack([x, y, (x + y) / 2], axis=2) * 200 + rng.normal(0, 8, (size, size, 3))
+    image = np.clip(base, 0, 255).astype(np.uint8)
+    mask = np.zeros((size, size), np.uint8)
+    lo, hi = int(size * 0.28), int(size * 0.72)
+    mask[lo:hi, lo:hi] = 255
+    return image, mask
+
+
+def inpaint_request(model: str, image, mask, steps: int) -> GenerationRequest:
+    return GenerationRequest(
+        mode=Mode.INPAINT,
+        prompt="a stone wall with ivy",
+        negative_prompt="blurry",
+        model=model,
+        image=image,
+        mask=mask,
+        seed=1,
+        steps=steps,
+        guidance=7.0,
+        strength=1.0,
+        scheduler=Scheduler.EULER_A,
+    )
+
+
+def sync(device: str) -> None:
+    if device.startswith("cuda"):
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def engine_run(engine, request) -> float:
+    start = time.perf_counter()
+    events = list(engine.run(request, threading.Event()))
+    sync(engine.cache.device)
+    elapsed = time.perf_counter() - start
+    assert isinstance(events[-1], Finished), events[-1]
+    return elapsed
+
+
+def bare_call(engine, request) -> float:
+    """The same generation as one plain pipeline call: same crop, size, sampler, seed."""
+    import torch
+
+    loaded, pipe = engine.cache.pipeline(request.model, Task.INPAINT)
+    crop = inpaint.prepare(request, loaded.native_size)
+    image, mask = crop.at_model_size(crop.rgb)
+    from PIL import Image
+
+    start = time.perf_counter()
+    pipe.scheduler = make_scheduler(request.scheduler, loaded.scheduler_config)
+    pipe(
+        prompt=request.prompt,
+        negative_prompt=request.negative_prompt,
+        image=Image.fromarray(image),
+        mask_image=Image.fromarray(mask),
+        width=crop.region.gen_width,
+        height=crop.region.gen_height,
+        strength=request.strength,
+        num_inference_steps=request.steps,
+        guidance_scale=request.guidance,
+        generator=torch.Generator("cpu").manual_seed(request.seed),
+        output_type="np",
+    )
+    sync(engine.cache.device)
+    return time.perf_counter() - start
+
+
+def peak_memory(device: str, run) -> float | None:
+    """Peak GPU memory in GiB while ``run()`` runs (None off CUDA)."""
+    if not device.startswith("cuda"):
+        run()
+        return None
+    import torch
+
+    torch.cuda.empty_cache()
+    torch.cuda.reset_peak_memory_stats()
+    run()
+    return torch.cuda.max_memory_allocated() / 2**30
+
+
+def compare(engine, request, reps: int) -> dict:
+    """Warm both up, then alternate engine and bare runs; medians and their ratio."""
+    engine_run(engine, request)
+    bare_call(engine, request)
+    ours, bare = [], []
+    for _ in range(reps):
+        ours.append(engine_run(engine, request))
+        bare.append(bare_call(engine, request))
+    result = {"engine_s": statistics.median(ours), "bare_s": statistics.median(bare)}
+    result["ratio"] = result["engine_s"] / result["bare_s"]
+    device = engine.cache.device
+    result["engine_gib"] = peak_memory(device, lambda: engine_run(engine, request))
+    result["bare_gib"] = peak_memory(device, lambda: bare_call(engine, request))
+    return result

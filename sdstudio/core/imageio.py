@@ -1,0 +1,370 @@
+"""Reading and writing pictures in their own layout and bit depth, with their generation text.
+
+16-bit colour PNG/TIFF, which Pillow reduces to 8 bits, are decoded and encoded with OpenCV. The
+AUTOMATIC1111 "parameters" text lives in a PNG text chunk or a JPEG/WebP EXIF UserComment (TIFF
+and BMP carry none). Failures become ImageLoadError/ImageSaveError (the cause is chained).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import io
+import logging
+import os
+import re
+import struct
+import tempfile
+import warnings
+import zlib
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+import cv2
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL.PngImagePlugin import PngInfo
+
+from sdstudio.core.errors import ImageLoadError, ImageSaveError
+from sdstudio.core.pixels import to_8bit
+
+log = logging.getLogger(__name__)
+
+FORMATS = {
+    ".png": "PNG",
+    ".jpg": "JPEG",
+    ".jpeg": "JPEG",
+    ".webp": "WEBP",
+    ".tif": "TIFF",
+    ".tiff": "TIFF",
+    ".bmp": "BMP",
+}
+JPEG_QUALITY = 95
+WEBP_QUALITY = 95
+PARAMETERS_KEY = "parameters"
+_READABLE = "PNG, JPEG, WebP, TIFF, BMP, GIF ..."
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_EXIF_IFD, _USER_COMMENT, _ORIENTATION = 0x8769, 0x9286, 0x0112
+_UNICODE, _ASCII, _JIS = b"UNICODE\0", b"ASCII\0\0\0", b"JIS\0\0\0\0\0"
+_T = TypeVar("_T")
+
+
+# ----------------------------------------------------------------------------------- loading
+def load_image(path: str | os.PathLike[str]) -> np.ndarray:
+    """Read a picture: H x W, H x W x 3 or H x W x 4; uint8 or uint16; upright; C-contiguous."""
+    return _with_image(os.fspath(path), _decode)
+
+
+def read_parameters(path: str | os.PathLike[str]) -> str | None:
+    """The AUTOMATIC1111 "parameters" text stored in a PNG, JPEG or WebP file, or None."""
+    return _with_image(os.fspath(path), lambda im, data: _parameters_of(im))
+
+
+def _with_image(name: str, use: Callable[[Image.Image, bytes], _T]) -> _T:
+    data = _read_bytes(name)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(io.BytesIO(data)) as im:
+                return use(im, data)
+    except ImageLoadError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        raise ImageLoadError(_bomb_message(name, data, exc)) from exc
+    except UnidentifiedImageError as exc:
+        raise ImageLoadError(
+            f"'{name}' is not an image SD Studio can read ({_READABLE}): cannot identify image file."
+        ) from exc
+    except MemoryError as exc:
+        raise ImageLoadError(f"Not enough memory to open '{name}'; close other pictures.") from exc
+    except Exception as exc:
+        raise ImageLoadError(
+            f"'{name}' could not be decoded ({exc}); the file may be damaged or incomplete. "
+            "Export or download it again."
+        ) from exc
+
+
+def _read_bytes(name: str) -> bytes:
+    if os.path.isdir(name):
+        raise ImageLoadError(f"'{name}' is a folder, not an image; choose an image file.")
+    try:
+        return Path(name).read_bytes()
+    except FileNotFoundError as exc:
+        raise ImageLoadError(f"'{name}' does not exist; check the path.") from exc
+    except PermissionError as exc:
+        raise ImageLoadError(f"'{name}' cannot be read: permission denied.") from exc
+    except OSError as exc:
+        raise ImageLoadError(f"'{name}' cannot be read: {exc.strerror or exc}.") from exc
+
+
+def _bomb_message(name: str, data: bytes, exc: Exception) -> str:
+    header = _png_header(data)
+    if header is not None:
+        size = f"{header[0]}x{header[1]} ({header[0] * header[1]:,} pixels)"
+    elif match := re.search(r"\((\d+) pixels\)", str(exc)):
+        size = f"{int(match.group(1)):,} pixels"
+    else:
+        size = "too large"
+    return (
+        f"'{name}' is {size}, more than the limit of {Image.MAX_IMAGE_PIXELS:,} pixels; "
+        "SD Studio refuses to open it so as not to exhaust memory. Scale it down first."
+    )
+
+
+def _decode(im: Image.Image, data: bytes) -> np.ndarray:
+    array = _decode_deep_colour(im, data) if _is_deep_colour(im, data) else None
+    if array is None:
+        im.load()  # decoding errors surface here, not inside exif_transpose
+        try:
+            upright = ImageOps.exif_transpose(im)
+        except Exception:  # a broken EXIF block: keep the pixels as stored
+            log.warning("Ignoring unreadable EXIF orientation", exc_info=True)
+            upright = im
+        array = _to_array(upright)
+    array = np.ascontiguousarray(array)
+    return array if array.flags.writeable else array.copy()
+
+
+def _to_array(im: Image.Image) -> np.ndarray:
+    mode = im.mode
+    if mode in ("1", "L"):
+        return np.array(im.convert("L"))
+    if mode in ("RGB", "RGBA"):
+        return np.array(im)
+    if mode.startswith("I;16"):
+        return np.array(im).astype(np.uint16)  # native byte order
+    if mode == "I":
+        return np.clip(np.array(im), 0, 65535).astype(np.uint16)
+    if mode == "P":
+        return np.array(im.convert("RGBA" if im.has_transparency_data else "RGB"))
+    has_alpha = any(band in ("A", "a") for band in im.getbands())  # LA, PA, La, RGBa ...
+    return np.array(im.convert("RGBA" if has_alpha else "RGB"))
+
+
+def _png_header(data: bytes) -> tuple[int, int, int, int] | None:
+    """(width, height, bit depth, colour type) of a PNG, or None."""
+    if len(data) < 33 or not data.startswith(_PNG_SIGNATURE) or data[12:16] != b"IHDR":
+        return None
+    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+    return width, height, depth, colour
+
+
+def _is_deep_colour(im: Image.Image, data: bytes) -> bool:
+    """16-bit colour (or grey + alpha) that Pillow would reduce to 8 bits."""
+    if im.format == "PNG":
+        header = _png_header(data)
+        return header is not None and header[2] == 16 and header[3] in (2, 4, 6)
+    if im.format == "TIFF" and im.mode in ("RGB", "RGBA"):
+        bits = im.tag_v2.get(258, 8)
+        return max(bits if isinstance(bits, tuple) else (bits,)) == 16
+    return False
+
+
+def _decode_deep_colour(im: Image.Image, data: bytes) -> np.ndarray | None:
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if array is None or array.dtype != np.uint16 or array.shape[:2] != (im.height, im.width):
+        log.warning("OpenCV could not decode 16-bit %s; using 8 bits", im.format)
+        return None
+    channels = array.shape[2] if array.ndim == 3 else 0
+    code = {3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGBA}.get(channels)
+    if code is None:
+        return None
+    orientation = 1
+    if im.format != "PNG" or b"eXIf" in data:  # else getexif() would decode the PNG again
+        with contextlib.suppress(Exception):
+            orientation = int(im.getexif().get(_ORIENTATION, 1))
+    return _orient(cv2.cvtColor(array, code), orientation)
+
+
+def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1-8) as ImageOps.exif_transpose does."""
+    if orientation in (5, 7):
+        array = np.swapaxes(array, 0, 1)  # transpose; 7 is the transpose turned by 180
+    turns = {3: 2, 7: 2, 6: -1, 8: 1}.get(orientation, 0)
+    flip = {2: np.fliplr, 4: np.flipud}.get(orientation)
+    return flip(array) if flip else np.rot90(array, turns)
+
+
+def _parameters_of(im: Image.Image) -> str | None:
+    if im.format == "PNG":
+        text = im.info.get(PARAMETERS_KEY)
+        if text is None:  # text chunks after the image data
+            text = getattr(im, "text", {}).get(PARAMETERS_KEY)
+        return None if text is None else str(text)
+    comment = im.getexif().get_ifd(_EXIF_IFD).get(_USER_COMMENT)
+    if isinstance(comment, str):
+        return comment.rstrip("\0") or None
+    if isinstance(comment, (bytes, tuple)):
+        return _decode_user_comment(bytes(comment))
+    return None
+
+
+def _decode_user_comment(raw: bytes) -> str | None:
+    prefix, body = raw[:8], raw[8:]
+    if prefix == _UNICODE:
+        if body[:2] in (b"\xfe\xff", b"\xff\xfe"):
+            text = body.decode("utf-16", "replace")  # the byte-order mark decides
+        else:
+            # Mostly-Latin text has a zero high byte in every other position: first if big-endian.
+            little = body[1::2].count(0) > body[0::2].count(0)
+            text = body.decode("utf-16-le" if little else "utf-16-be", "replace")
+    elif prefix == _JIS:
+        text = body.decode("shift_jis", "replace")
+    elif prefix in (_ASCII, b"\0" * 8):
+        text = body.decode("utf-8", "replace")  # ASCII is a subset; some writers put UTF-8
+    else:
+        text = raw.decode("utf-8", "replace")
+    return text.rstrip("\0") or None
+
+
+# ------------------------------------------------------------------------------------ saving
+def save_image(
+    path: str | os.PathLike[str], array: np.ndarray, parameters: str | None = None
+) -> None:
+    """Write ``array`` atomically in the format its extension names, with ``parameters`` text.
+
+    16-bit pictures keep 16 bits in PNG and TIFF; JPEG, WebP and BMP get 8 bits. JPEG drops
+    alpha. On failure the previous file, if any, is left as it was.
+    """
+    name = os.fspath(path)
+    target = Path(name)
+    fmt = FORMATS.get(target.suffix.lower())
+    if fmt is None:
+        what = f"the file type '{target.suffix}'" if target.suffix else "a file with no extension"
+        choices = ", ".join(FORMATS)
+        raise ImageSaveError(f"Cannot save '{name}': {what} is not supported; use {choices}.")
+    if (
+        not isinstance(array, np.ndarray)
+        or array.dtype not in (np.uint8, np.uint16)
+        or not (array.ndim == 2 or (array.ndim == 3 and array.shape[2] in (3, 4)))
+    ):
+        got = f"{array.dtype} {array.shape}" if isinstance(array, np.ndarray) else type(array)
+        raise ImageSaveError(
+            f"Cannot save '{name}': pixels must be 8- or 16-bit grey, RGB or RGBA (got {got})."
+        )
+    try:
+        payload = _encode(array, fmt, parameters or None)
+    except ImageSaveError as exc:
+        raise ImageSaveError(f"Cannot save '{name}': {exc}") from exc
+    except Exception as exc:
+        raise ImageSaveError(f"Cannot save '{name}': encoding {fmt} failed ({exc}).") from exc
+    _write_atomically(name, target, payload)
+
+
+def _encode(array: np.ndarray, fmt: str, parameters: str | None) -> bytes:
+    if array.dtype == np.uint16 and fmt in ("PNG", "TIFF"):
+        if array.ndim == 3:
+            code = cv2.COLOR_RGB2BGR if array.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
+            array = cv2.cvtColor(array, code)
+        ok, encoded = cv2.imencode(".png" if fmt == "PNG" else ".tiff", array)
+        if not ok:
+            raise ValueError("OpenCV refused the 16-bit picture")
+        data = encoded.tobytes()
+        if fmt == "PNG" and parameters is not None:
+            data = _insert_png_text(data, PARAMETERS_KEY, parameters)
+        return data
+    array = to_8bit(array)
+    if fmt == "JPEG" and array.ndim == 3:
+        array = array[:, :, :3]  # JPEG has no alpha
+    options: dict[str, object] = {}
+    if fmt == "PNG" and parameters is not None:
+        info = PngInfo()
+        info.add_text(PARAMETERS_KEY, parameters)  # tEXt, or iTXt when not Latin-1
+        options["pnginfo"] = info
+    elif fmt in ("JPEG", "WEBP"):
+        options["quality"] = JPEG_QUALITY if fmt == "JPEG" else WEBP_QUALITY
+        if parameters is not None:
+            exif = _exif_with_user_comment(parameters)
+            if fmt == "JPEG" and len(exif) > 65533:
+                raise ImageSaveError(
+                    "the generation parameters are too long for a JPEG's EXIF block "
+                    "(about 32,000 characters at most); save as PNG instead."
+                )
+            options["exif"] = exif
+    elif fmt == "TIFF":
+        options["compression"] = "tiff_lzw"
+    buffer = io.BytesIO()
+    Image.fromarray(np.ascontiguousarray(array)).save(buffer, fmt, **options)
+    return buffer.getvalue()
+
+
+def _insert_png_text(png: bytes, key: str, text: str) -> bytes:
+    """Insert a tEXt (or, beyond Latin-1, an uncompressed iTXt) chunk right after IHDR."""
+    if _png_header(png) is None:
+        raise ValueError("not a PNG stream")
+    try:
+        kind, body = b"tEXt", key.encode("latin-1") + b"\0" + text.encode("latin-1")
+    except UnicodeEncodeError:
+        # keyword, NUL, compression flag 0, method 0, language "", NUL, translated "", NUL, UTF-8
+        kind, body = b"iTXt", key.encode("latin-1") + b"\0\0\0\0\0" + text.encode("utf-8")
+    chunk = struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    return png[:33] + chunk + png[33:]
+
+
+def _exif_with_user_comment(text: str) -> bytes:
+    """EXIF holding only UserComment, laid out as piexif.dump writes it for AUTOMATIC1111.
+
+    The comment is b"UNICODE\\0" + UTF-16-BE, as piexif.helper.UserComment.dump(text,
+    encoding="unicode"), with type UNDEFINED (Pillow would write BYTE, which piexif misreads).
+    """
+    comment = _UNICODE + text.encode("utf-16-be", "replace")
+    ifd0 = struct.pack(">HHHII", 1, _EXIF_IFD, 4, 1, 26) + b"\0\0\0\0"  # -> Exif IFD at 26
+    exif_ifd = struct.pack(">HHHII", 1, _USER_COMMENT, 7, len(comment), 44) + b"\0\0\0\0"
+    return b"Exif\0\0" + b"MM\0\x2a" + struct.pack(">I", 8) + ifd0 + exif_ifd + comment
+
+
+def _write_atomically(name: str, target: Path, payload: bytes) -> None:
+    folder = target.parent
+    if not folder.is_dir():
+        raise ImageSaveError(
+            f"Cannot save '{name}': the folder '{folder}' does not exist. "
+            "Create it or choose another folder."
+        )
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise ImageSaveError(_save_failure(name, folder, exc)) from exc
+    try:
+        with os.fdopen(handle, "wb") as file:
+            file.write(payload)
+            file.flush()
+            os.fsync(file.fileno())
+            if hasattr(os, "fchmod"):  # mkstemp makes 0600; give the file its usual mode
+                os.fchmod(file.fileno(), _file_mode(target))
+        os.replace(temporary, target)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        if isinstance(exc, OSError):
+            raise ImageSaveError(_save_failure(name, folder, exc)) from exc
+        raise
+    with contextlib.suppress(OSError, AttributeError):  # make the rename itself durable (POSIX)
+        folder_handle = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(folder_handle)
+        finally:
+            os.close(folder_handle)
+
+
+def _file_mode(target: Path) -> int:
+    """The mode of the file being replaced, else 0666 less the umask (0644 if unknown)."""
+    with contextlib.suppress(OSError):
+        return target.stat().st_mode & 0o7777
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return 0o666 & ~int(line.split()[1], 8)
+    return 0o644
+
+
+def _save_failure(name: str, folder: Path, exc: OSError) -> str:
+    if isinstance(exc, PermissionError):
+        why = f"permission denied in '{folder}'. Choose a folder you can write to"
+    elif isinstance(exc, IsADirectoryError):
+        why = "a folder has that name. Choose another file name"
+    elif exc.errno == errno.ENOSPC:
+        why = "the disk is full. Free some space or save elsewhere"
+    else:
+        why = f"{exc.strerror or exc}"
+    return f"Cannot save '{name}': {why}. The previous file, if any, is unchanged."

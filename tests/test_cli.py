@@ -1,0 +1,230 @@
+"""``sdstudio`` commands end to end: files in, files out, one clear line on error."""
+
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from sdstudio.cli import main
+from sdstudio.core.imageio import load_image, read_parameters, save_image
+from sdstudio.core.mask import blend_alpha
+
+
+@pytest.fixture
+def files(tmp_path, photo, edge_mask):
+    save_image(tmp_path / "photo.png", photo)
+    save_image(tmp_path / "mask.png", edge_mask)
+    return tmp_path
+
+
+def error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) >= 1 and err[-1].startswith("sdstudio: error: ")
+    assert "Traceback" not in "\n".join(err)
+    return err[-1]
+
+
+def test_remove_needs_no_model(files, photo, edge_mask, capsys):
+    out = files / "out.png"
+    assert (
+        main(
+            ["remove", str(files / "photo.png"), "--mask", str(files / "mask.png"), "-o", str(out)]
+        )
+        == 0
+    )
+    result = load_image(out)
+    outside = blend_alpha(edge_mask, 4) == 0
+    np.testing.assert_array_equal(result[outside], photo[outside])
+    assert not np.array_equal(result[edge_mask > 0], photo[edge_mask > 0])
+    assert main(["info", str(out)]) == 0
+    assert "Steps:" in capsys.readouterr().out
+
+
+def test_inpaint_with_local_model_and_previews(files, photo, edge_mask, sd1_inpaint_model, capsys):
+    out, previews = files / "out.png", files / "previews"
+    code = main(
+        [
+            "inpaint",
+            str(files / "photo.png"),
+            "--mask",
+            str(files / "mask.png"),
+            "--prompt",
+            "a red ball",
+            "--negative",
+            "blurry",
+            "--model",
+            sd1_inpaint_model,
+            "--steps",
+            "3",
+            "--seed",
+            "42",
+            "--scheduler",
+            "dpmpp_2m_karras",
+            "--mask-blur",
+            "3",
+            "--padding",
+            "8",
+            "--previews",
+            str(previews),
+            "-o",
+            str(out),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    assert sorted(p.name for p in previews.iterdir()) == [
+        "step-001.png",
+        "step-002.png",
+        "step-003.png",
+    ]
+    result = load_image(out)
+    outside = blend_alpha(edge_mask, 3) == 0
+    np.testing.assert_array_equal(result[outside], photo[outside])
+    text = read_parameters(out)
+    lines = text.splitlines()
+    assert lines[0] == "a red ball" and lines[1] == "Negative prompt: blurry"
+    for part in ("Steps: 3", "Sampler: DPM++ 2M Karras", "Seed: 42", "Size: 200x130"):
+        assert part in lines[-1]
+    assert "seed 42" in capsys.readouterr().err
+
+
+def test_txt2img_and_img2img(files, sd1_model, capsys):
+    out = files / "t2i.png"
+    assert (
+        main(
+            [
+                "txt2img",
+                "--prompt",
+                "a hut",
+                "--model",
+                sd1_model,
+                "--steps",
+                "2",
+                "--width",
+                "96",
+                "--height",
+                "64",
+                "-o",
+                str(out),
+            ]
+        )
+        == 0
+    )
+    assert load_image(out).shape == (64, 96, 3)
+    out2 = files / "i2i.jpg"
+    assert (
+        main(
+            [
+                "img2img",
+                str(files / "photo.png"),
+                "--prompt",
+                "a hut",
+                "--model",
+                sd1_model,
+                "--steps",
+                "2",
+                "--strength",
+                "0.5",
+                "-o",
+                str(out2),
+            ]
+        )
+        == 0
+    )
+    assert load_image(out2).shape == (130, 200, 3)
+    assert "Denoising strength: 0.5" in read_parameters(out2)
+
+
+def test_errors_are_one_clear_line(files, capsys, tmp_path):
+    photo, mask = str(files / "photo.png"), str(files / "mask.png")
+    assert (
+        main(["remove", str(tmp_path / "nope.png"), "--mask", mask, "-o", str(tmp_path / "o.png")])
+        == 1
+    )
+    assert "nope.png" in error_line(capsys)
+    small = tmp_path / "small.png"
+    save_image(small, np.zeros((10, 10), np.uint8))
+    assert main(["remove", photo, "--mask", str(small), "-o", str(tmp_path / "o.png")]) == 1
+    assert "same size" in error_line(capsys)
+    assert main(["remove", photo, "--mask", mask, "-o", photo]) == 1
+    assert "overwrite the input" in error_line(capsys)
+    assert main(["remove", photo, "--mask", mask, "-o", str(tmp_path / "o.xyz")]) == 1
+    assert ".png" in error_line(capsys)
+    empty = tmp_path / "empty.png"
+    save_image(empty, np.zeros((130, 200), np.uint8))
+    assert main(["remove", photo, "--mask", str(empty), "-o", str(tmp_path / "o.png")]) == 1
+    assert "mask is empty" in error_line(capsys)
+    assert (
+        main(
+            [
+                "inpaint",
+                photo,
+                "--mask",
+                mask,
+                "--prompt",
+                "x",
+                "--model",
+                "nobody/nothing",
+                "-o",
+                str(tmp_path / "o.png"),
+            ]
+        )
+        == 1
+    )
+    assert "nobody/nothing" in error_line(capsys)
+    assert (
+        main(
+            [
+                "inpaint",
+                photo,
+                "--mask",
+                mask,
+                "--prompt",
+                "x",
+                "--strength",
+                "2",
+                "-o",
+                str(tmp_path / "o.png"),
+            ]
+        )
+        == 1
+    )
+    assert "Strength" in error_line(capsys)
+    assert not (tmp_path / "o.png").exists()  # no failed command leaves a file behind
+
+
+def test_info_without_parameters(files, capsys):
+    assert main(["info", str(files / "photo.png")]) == 1
+    assert "no generation parameters" in capsys.readouterr().err
+
+
+def test_console_script_runs_remove(files, tmp_path):
+    exe = shutil.which("sdstudio") or shutil.which(
+        "sdstudio", path=str(__import__("pathlib").Path(sys.executable).parent)
+    )
+    command = [exe] if exe else [sys.executable, "-m", "sdstudio"]
+    out = tmp_path / "cli.png"
+    done = subprocess.run(
+        [
+            *command,
+            "remove",
+            str(files / "photo.png"),
+            "--mask",
+            str(files / "mask.png"),
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert out.exists()
+    bad = subprocess.run(
+        [*command, "remove", str(out), "--mask", str(tmp_path / "x.png"), "-o", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
