@@ -52,6 +52,14 @@ class Box:
     def expand(self, pixels: int) -> Box:
         return Box(self.x0 - pixels, self.y0 - pixels, self.x1 + pixels, self.y1 + pixels)
 
+    def union(self, other: Box) -> Box:
+        return Box(
+            min(self.x0, other.x0),
+            min(self.y0, other.y0),
+            max(self.x1, other.x1),
+            max(self.y1, other.y1),
+        )
+
     def clamp(self, width: int, height: int) -> Box:
         return Box(max(0, self.x0), max(0, self.y0), min(width, self.x1), min(height, self.y1))
 

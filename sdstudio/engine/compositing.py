@@ -9,7 +9,6 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from sdstudio.core.mask import grow
 from sdstudio.core.pixels import color_channels, rgb8_to_float_like
 
 
@@ -29,11 +28,14 @@ def resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.where(resized > 0, 255, 0).astype(np.uint8)
 
 
-def color_ring(mask: np.ndarray, reach: int, width: int = 16) -> np.ndarray:
-    """Pixels just outside the blend zone: where the result should look like the original."""
-    outer = grow(mask, reach + width) > 0
-    inner = grow(mask, reach) > 0
-    return outer & ~inner
+def color_ring(mask: np.ndarray, alpha: np.ndarray, width: int = 16) -> np.ndarray:
+    """Pixels just outside the blend zone (``alpha`` 0) within ``width`` of it: where the result
+    should look like the original. One distance transform, however wide the ring."""
+    outside = (mask == 0).astype(np.uint8)
+    distance = cv2.distanceTransform(outside, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+    zone = alpha > 0
+    reach = float(distance[zone].max()) if zone.any() else 0.0
+    return (distance <= reach + width) & ~zone
 
 
 def match_colors(generated: np.ndarray, original: np.ndarray, ring: np.ndarray) -> np.ndarray:

@@ -22,7 +22,7 @@ from sdstudio.engine.classical import classical_fill
 from sdstudio.engine.compositing import blend_patch, resize_rgb
 from sdstudio.engine.events import Event, Finished, Preview, Started, Step
 from sdstudio.engine.pipelines import PipelineCache, Task
-from sdstudio.engine.streaming import Emit, check_cancel, stream
+from sdstudio.engine.streaming import Emit, GenerationThread, check_cancel
 
 NEUTRAL_PROMPT = "empty background, seamless, natural continuation of the surroundings"
 NEUTRAL_NEGATIVE = "person, object, text, watermark, frame, border"
@@ -70,13 +70,19 @@ class DiffusersEngine:
 
     def __init__(self, cache: PipelineCache | None = None) -> None:
         self.cache = cache or PipelineCache()
+        self._thread = GenerationThread()
 
     def load(self, reference: str) -> None:
         """Load a model ahead of a run (runs load it themselves when needed)."""
         self.cache.load(reference)
 
     def run(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[Event]:
-        return stream(lambda emit: self._generate(request, cancel, emit), cancel)
+        return self._thread.stream(lambda emit: self._generate(request, cancel, emit), cancel)
+
+    def close(self) -> None:
+        """Stop the generation thread and free the model (after any run has ended)."""
+        self._thread.shutdown()
+        self.cache.unload()
 
     def _generate(self, request: GenerationRequest, cancel: threading.Event, emit: Emit) -> None:
         import torch

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sdstudio.core.mask import blend_alpha, blend_reach, grow, require_bounding_box
+from sdstudio.core.mask import blend_alpha, blend_reach, bounding_box, grow, require_bounding_box
 from sdstudio.core.pixels import to_rgb8
 from sdstudio.core.region import Box, Region, plan_region
 from sdstudio.core.request import GenerationRequest
@@ -78,8 +78,19 @@ def finish(request: GenerationRequest, crop: InpaintCrop, generated: np.ndarray)
     """New pixels (any size, 8-bit RGB) -> the patch for ``crop.box`` in the picture's layout."""
     box = crop.box
     generated = resize_rgb(generated, box.width, box.height)
-    if request.color_match:
-        ring = color_ring(crop.mask, blend_reach(request.mask_blur))
-        generated = match_colors(generated, crop.rgb, ring)
     assert request.image is not None
-    return blend_patch(request.image[box.slices], generated, crop.alpha)
+    original = request.image[box.slices]
+    # Only the blend zone changes: colour-match and blend there, not over the whole crop.
+    zone = bounding_box((crop.alpha > 0).view(np.uint8))
+    if zone is None:
+        return original.copy()
+    if request.color_match:
+        ring = color_ring(crop.mask, crop.alpha)
+        window = zone.union(bounding_box(ring.view(np.uint8)) or zone).slices
+        generated = generated.copy()
+        generated[window] = match_colors(generated[window], crop.rgb[window], ring[window])
+    patch = original.copy()
+    patch[zone.slices] = blend_patch(
+        original[zone.slices], generated[zone.slices], crop.alpha[zone.slices]
+    )
+    return patch

@@ -1,8 +1,12 @@
 """Turn work that reports through a callback into an iterator of events.
 
 A diffusers pipeline reports progress through a per-step callback, but ``Engine.run`` yields
-events. The work runs on a short-lived thread and hands events over a queue; the caller's thread
-(the GUI's worker, or the CLI) iterates at its own pace. Closing the iterator early cancels.
+events. The work runs on the engine's one long-lived generation thread and hands events over a
+queue; the caller's thread (the GUI's worker, or the CLI) iterates at its own pace. Closing the
+iterator early cancels.
+
+The thread is long-lived on purpose: CUDA libraries keep per-thread state (cuBLAS handles and
+workspaces), and a fresh thread per run cost 0.76 s on a 0.75 s SD 1.5 run on an H200.
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import logging
 import queue
 import threading
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 from sdstudio.core.errors import SDStudioError
 from sdstudio.engine.events import Cancelled, Event, Failed
@@ -40,8 +45,23 @@ def failure_event(error: BaseException) -> Failed:
 _DONE = object()
 
 
-def stream(work: Callable[[Emit], None], cancel: threading.Event) -> Iterator[Event]:
-    """Run ``work(emit)`` on a thread and yield what it emits; end with its outcome."""
+class GenerationThread:
+    """One thread that runs an engine's work, one run at a time, for the engine's lifetime."""
+
+    def __init__(self) -> None:
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sdstudio-generate")
+
+    def stream(self, work: Callable[[Emit], None], cancel: threading.Event) -> Iterator[Event]:
+        """Run ``work(emit)`` on the thread and yield what it emits; end with its outcome."""
+        return _stream(self._pool, work, cancel)
+
+    def shutdown(self) -> None:
+        self._pool.shutdown(wait=True)
+
+
+def _stream(
+    pool: ThreadPoolExecutor, work: Callable[[Emit], None], cancel: threading.Event
+) -> Iterator[Event]:
     events: queue.Queue = queue.Queue()
 
     def target() -> None:
@@ -54,12 +74,11 @@ def stream(work: Callable[[Emit], None], cancel: threading.Event) -> Iterator[Ev
         finally:
             events.put(_DONE)
 
-    thread = threading.Thread(target=target, name="sdstudio-generate", daemon=True)
-    thread.start()
+    done = pool.submit(target)
     try:
         while (event := events.get()) is not _DONE:
             yield event
     finally:
-        if thread.is_alive():
+        if not done.done():
             cancel.set()
-            thread.join()
+            done.result()
