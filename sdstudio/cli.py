@@ -253,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "info":
             return _info(args)
         return _generate(args, Mode(args.command))
+    except KeyboardInterrupt:
+        print("\nCancelled.", file=sys.stderr)
+        return 130
     except SDStudioError as error:
         log.debug("error", exc_info=True)
         print(f"sdstudio: error: {error}", file=sys.stderr)

@@ -87,7 +87,7 @@ class DiffusersEngine:
     def _generate(self, request: GenerationRequest, cancel: threading.Event, emit: Emit) -> None:
         import torch
 
-        from sdstudio.engine.preview import LatentPreviewer
+        from sdstudio.engine.preview import DenoisedCapture, LatentPreviewer
         from sdstudio.engine.schedulers import make_scheduler
 
         total = steps_run(request.steps, request.strength, request.mode)
@@ -133,12 +133,14 @@ class DiffusersEngine:
             prompt, negative = prompt or NEUTRAL_PROMPT, negative or NEUTRAL_NEGATIVE
         emit(Started(request.mode, total, box))
         previewer = LatentPreviewer(loaded.family)
+        denoised = DenoisedCapture(pipe.scheduler)
 
         def on_step_end(pipeline: Any, index: int, _timestep: Any, tensors: dict) -> dict:
             check_cancel(cancel)
             n = pipeline.num_timesteps
             emit(Step(index + 1, n))
-            emit(Preview(index + 1, n, previewer(tensors["latents"]), box))
+            rgb = previewer(denoised.latents_for_preview(tensors["latents"]))
+            emit(Preview(index + 1, n, rgb, box))
             return tensors
 
         hooks = _cancel_hooks(pipe, cancel)

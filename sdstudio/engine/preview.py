@@ -56,3 +56,54 @@ class LatentPreviewer:
             rgb = torch.einsum("chw,cr->hwr", x, self._factors) + self._bias
             rgb = ((rgb + 1.0) * 127.5).clamp(0, 255).to(torch.uint8)
         return rgb.cpu().numpy()
+
+
+class DenoisedCapture:
+    """Keeps the scheduler's latest prediction of the final latents ("x0"), for previews.
+
+    Previews of the current latents show noise for most of a run; the denoised prediction shows
+    the picture that is forming. Euler, Euler a, DDIM and LCM return it from ``step``; the
+    multistep solvers (DPM++, UniPC) keep it as their last model output. Wraps ``step`` on this
+    one scheduler instance (a fresh one per run); falls back to the latents when neither exists.
+    """
+
+    def __init__(self, scheduler) -> None:
+        self.scheduler = scheduler
+        self.latest = None
+        original = scheduler.step
+
+        def step(*args, **kwargs):
+            out = original(*args, **kwargs)
+            self.latest = _denoised(out, scheduler)
+            return out
+
+        scheduler.step = step
+
+    def latents_for_preview(self, latents):
+        latest = self.latest
+        if latest is None or latest.shape[-2:] != latents.shape[-2:]:
+            return latents
+        return latest
+
+
+def _denoised(out, scheduler):
+    if isinstance(out, tuple):
+        if len(out) > 1 and out[1] is not None:
+            return out[1]
+    else:
+        for name in ("pred_original_sample", "denoised"):
+            value = getattr(out, name, None)
+            if value is not None:
+                return value
+    outputs = getattr(scheduler, "model_outputs", None)
+    if (
+        outputs
+        and outputs[-1] is not None
+        and getattr(scheduler.config, "algorithm_type", "dpmsolver++")
+        in (
+            "dpmsolver++",
+            "sde-dpmsolver++",
+        )
+    ):
+        return outputs[-1]
+    return None
