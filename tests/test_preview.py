@@ -49,3 +49,13 @@ def test_capture_falls_back_to_latents_of_other_shape():
     scheduler.step(None, 0, torch.zeros(1, 4, 2, 2))
     latents = torch.ones(1, 4, 3, 3)
     assert capture.latents_for_preview(latents) is latents
+
+
+def test_capture_keeps_the_step_signature_pipelines_inspect():
+    import inspect
+
+    from diffusers import EulerAncestralDiscreteScheduler
+
+    scheduler = EulerAncestralDiscreteScheduler()
+    DenoisedCapture(scheduler)
+    assert "generator" in inspect.signature(scheduler.step).parameters

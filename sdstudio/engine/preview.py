@@ -6,6 +6,8 @@ a step. The factors approximate each family's VAE decoder (as ComfyUI and A1111 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from sdstudio.core.request import ModelFamily
@@ -72,6 +74,9 @@ class DenoisedCapture:
         self.latest = None
         original = scheduler.step
 
+        # wraps() keeps step's signature visible: pipelines pass ``generator`` only to a step
+        # whose signature names it (without it ancestral samplers lose their seed).
+        @functools.wraps(original)
         def step(*args, **kwargs):
             out = original(*args, **kwargs)
             self.latest = _denoised(out, scheduler)
