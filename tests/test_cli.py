@@ -39,7 +39,7 @@ def test_remove_needs_no_model(files, photo, edge_mask, capsys):
     np.testing.assert_array_equal(result[outside], photo[outside])
     assert not np.array_equal(result[edge_mask > 0], photo[edge_mask > 0])
     assert main(["info", str(out)]) == 0
-    assert "Steps:" in capsys.readouterr().out
+    assert "Sampler: OpenCV Telea" in capsys.readouterr().out
 
 
 def test_inpaint_with_local_model_and_previews(files, photo, edge_mask, sd1_inpaint_model, capsys):

@@ -174,3 +174,13 @@ def test_empty_mask_fails_with_clear_message(engine, sd1_inpaint_model, photo):
     request = inpaint_request(sd1_inpaint_model, photo, np.zeros(photo.shape[:2], np.uint8))
     last = run_all(engine, request)[-1]
     assert isinstance(last, Failed) and "mask is empty" in last.message
+
+
+def test_modes_share_one_set_of_weights(engine, sd1_model):
+    from sdstudio.engine.pipelines import Task
+
+    _, t2i = engine.cache.pipeline(sd1_model, Task.TXT2IMG)
+    _, i2i = engine.cache.pipeline(sd1_model, Task.IMG2IMG)
+    _, inp = engine.cache.pipeline(sd1_model, Task.INPAINT)
+    assert t2i is not i2i and i2i is not inp
+    assert t2i.unet is i2i.unet is inp.unet and t2i.vae is inp.vae

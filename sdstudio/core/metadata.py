@@ -69,6 +69,20 @@ def format_parameters(
     return f"{request.prompt}{negative}\n{line}".strip()
 
 
+def format_fill_parameters(
+    request: GenerationRequest, *, width: int, height: int, method: str
+) -> str:
+    """The "parameters" text for a model-free fill: the method stands where the sampler would;
+    no steps, seed or guidance, since none were used."""
+    settings = [
+        ("Sampler", method),
+        ("Size", f"{width}x{height}"),
+        ("Mask blur", request.mask_blur),
+        ("Version", f"sdstudio {__version__}"),
+    ]
+    return ", ".join(f"{key}: {quote(value)}" for key, value in settings)
+
+
 def parse_parameters(text: str) -> dict[str, str]:
     """Split a "parameters" text into "Prompt", "Negative prompt" and each setting's value.
 

@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 
 from sdstudio.core.errors import RequestError
-from sdstudio.core.metadata import format_parameters
+from sdstudio.core.metadata import format_fill_parameters
 from sdstudio.core.request import GenerationRequest, Mode
 from sdstudio.engine import inpaint
 from sdstudio.engine.events import Cancelled, Event, Finished, Started, Step
@@ -55,7 +55,7 @@ class ClassicalFillEngine:
             return
         assert request.image is not None
         height, width = request.image.shape[:2]
-        parameters = format_parameters(
-            request, width=width, height=height, model_name="opencv-telea"
+        parameters = format_fill_parameters(
+            request, width=width, height=height, method="OpenCV Telea (no model)"
         )
         yield Finished(patch, crop.box, parameters, request)

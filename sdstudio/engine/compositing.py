@@ -24,7 +24,9 @@ def resize_mask(mask: np.ndarray, width: int, height: int) -> np.ndarray:
     """Resize a 0/255 mask and keep it 0/255 (any pixel touched by the mask stays masked)."""
     if mask.shape[1] == width and mask.shape[0] == height:
         return mask
-    resized = cv2.resize(mask, (width, height), interpolation=cv2.INTER_LINEAR)
+    shrinking = width * height < mask.shape[0] * mask.shape[1]
+    interpolation = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR  # area: no pixel skipped
+    resized = cv2.resize(mask, (width, height), interpolation=interpolation)
     return np.where(resized > 0, 255, 0).astype(np.uint8)
 
 
