@@ -21,7 +21,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).parent))
 
 from harness import inpaint_request  # noqa: E402
-from sd_architectures import cpu_sd15_256  # noqa: E402
+from sd_architectures import cpu_sd15_engine  # noqa: E402
 
 
 def picture(width: int, height: int) -> tuple[np.ndarray, np.ndarray]:
@@ -49,14 +49,8 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=4)
     parser.add_argument("--reps", type=int, default=3)
     args = parser.parse_args()
-    import torch
 
-    from sdstudio.engine.diffusers_engine import DiffusersEngine
-    from sdstudio.engine.pipelines import PipelineCache
-
-    folder = str(cpu_sd15_256())
-    engine = DiffusersEngine(PipelineCache(device="cpu", dtype=torch.float32))
-    engine.load(folder)
+    engine, folder = cpu_sd15_engine()
     big, small = picture(4000, 3000), picture(512, 512)
     end_to_end(engine, folder, *big, args.steps)
     end_to_end(engine, folder, *small, args.steps)

@@ -16,7 +16,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from harness import compare, inpaint_request, test_picture  # noqa: E402
-from sd_architectures import cpu_sd15_256  # noqa: E402
+from sd_architectures import cpu_sd15_engine  # noqa: E402
 
 
 def main() -> int:
@@ -26,12 +26,7 @@ def main() -> int:
     args = parser.parse_args()
     import torch
 
-    from sdstudio.engine.diffusers_engine import DiffusersEngine
-    from sdstudio.engine.pipelines import PipelineCache
-
-    folder = str(cpu_sd15_256())
-    engine = DiffusersEngine(PipelineCache(device="cpu", dtype=torch.float32))
-    engine.load(folder)
+    engine, folder = cpu_sd15_engine()
     image, mask = test_picture(256)
     r = compare(engine, inpaint_request(folder, image, mask, args.steps), args.reps)
     print(

@@ -19,7 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 
 from harness import inpaint_request, test_picture  # noqa: E402
-from sd_architectures import cpu_sd15_256  # noqa: E402
+from sd_architectures import cpu_sd15_engine  # noqa: E402
 
 
 def preview_ms(previewer, shape, reps: int = 200) -> float:
@@ -39,17 +39,12 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--steps", type=int, default=4)
     args = parser.parse_args()
-    import torch
 
     from sdstudio.core.request import ModelFamily
-    from sdstudio.engine.diffusers_engine import DiffusersEngine
     from sdstudio.engine.events import Preview, Step
-    from sdstudio.engine.pipelines import PipelineCache
     from sdstudio.engine.preview import LatentPreviewer
 
-    folder = str(cpu_sd15_256())
-    engine = DiffusersEngine(PipelineCache(device="cpu", dtype=torch.float32))
-    engine.load(folder)
+    engine, folder = cpu_sd15_engine()
     image, mask = test_picture(256)
     stamps, shapes = [], []
     for event in engine.run(inpaint_request(folder, image, mask, args.steps), threading.Event()):

@@ -164,3 +164,16 @@ def cpu_sd15_256() -> Path:
     import torch
 
     return cached_model("sd15-inpaint-256", lambda: sd15_inpaint(32), "cpu", torch.float32)
+
+
+def cpu_sd15_engine():
+    """(engine, model folder): our engine with the native-256 SD 1.5 architecture loaded, on the CPU."""
+    import torch
+
+    from sdstudio.engine.diffusers_engine import DiffusersEngine
+    from sdstudio.engine.pipelines import PipelineCache
+
+    folder = str(cpu_sd15_256())
+    engine = DiffusersEngine(PipelineCache(device="cpu", dtype=torch.float32))
+    engine.load(folder)
+    return engine, folder

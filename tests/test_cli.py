@@ -136,61 +136,83 @@ def test_txt2img_and_img2img(files, sd1_model, capsys):
     assert "Denoising strength: 0.5" in read_parameters(out2)
 
 
-def test_errors_are_one_clear_line(files, capsys, tmp_path):
-    photo, mask = str(files / "photo.png"), str(files / "mask.png")
-    assert (
-        main(["remove", str(tmp_path / "nope.png"), "--mask", mask, "-o", str(tmp_path / "o.png")])
-        == 1
-    )
-    assert "nope.png" in error_line(capsys)
-    small = tmp_path / "small.png"
-    save_image(small, np.zeros((10, 10), np.uint8))
-    assert main(["remove", photo, "--mask", str(small), "-o", str(tmp_path / "o.png")]) == 1
-    assert "same size" in error_line(capsys)
-    assert main(["remove", photo, "--mask", mask, "-o", photo]) == 1
-    assert "overwrite the input" in error_line(capsys)
-    assert main(["remove", photo, "--mask", mask, "-o", str(tmp_path / "o.xyz")]) == 1
-    assert ".png" in error_line(capsys)
-    empty = tmp_path / "empty.png"
-    save_image(empty, np.zeros((130, 200), np.uint8))
-    assert main(["remove", photo, "--mask", str(empty), "-o", str(tmp_path / "o.png")]) == 1
-    assert "mask is empty" in error_line(capsys)
-    assert (
-        main(
-            [
+@pytest.mark.parametrize(
+    ("make_args", "expected"),
+    [
+        (
+            lambda p, m, t: ["remove", str(t / "nope.png"), "--mask", m, "-o", str(t / "o.png")],
+            "nope.png",
+        ),
+        (
+            lambda p, m, t: ["remove", p, "--mask", str(t / "small.png"), "-o", str(t / "o.png")],
+            "same size",
+        ),
+        (lambda p, m, t: ["remove", p, "--mask", m, "-o", p], "overwrite the input"),
+        (lambda p, m, t: ["remove", p, "--mask", m, "-o", str(t / "o.xyz")], ".png"),
+        (
+            lambda p, m, t: ["remove", p, "--mask", str(t / "empty.png"), "-o", str(t / "o.png")],
+            "mask is empty",
+        ),
+        (
+            lambda p, m, t: [
                 "inpaint",
-                photo,
+                p,
                 "--mask",
-                mask,
+                m,
                 "--prompt",
                 "x",
                 "--model",
                 "nobody/nothing",
                 "-o",
-                str(tmp_path / "o.png"),
-            ]
-        )
-        == 1
-    )
-    assert "nobody/nothing" in error_line(capsys)
-    assert (
-        main(
-            [
+                str(t / "o.png"),
+            ],
+            "nobody/nothing",
+        ),
+        (
+            lambda p, m, t: [
                 "inpaint",
-                photo,
+                p,
                 "--mask",
-                mask,
+                m,
                 "--prompt",
                 "x",
                 "--strength",
                 "2",
                 "-o",
-                str(tmp_path / "o.png"),
-            ]
-        )
-        == 1
-    )
-    assert "Strength" in error_line(capsys)
+                str(t / "o.png"),
+            ],
+            "Strength",
+        ),
+        (
+            lambda p, m, t: [
+                "txt2img",
+                "--prompt",
+                "x",
+                "--scheduler",
+                "fast",
+                "-o",
+                str(t / "o.png"),
+            ],
+            "euler_a",
+        ),
+    ],
+    ids=[
+        "missing image",
+        "mask size",
+        "overwrite input",
+        "bad extension",
+        "empty mask",
+        "offline model",
+        "strength",
+        "scheduler",
+    ],
+)
+def test_errors_are_one_clear_line(files, capsys, tmp_path, make_args, expected):
+    save_image(tmp_path / "small.png", np.zeros((10, 10), np.uint8))
+    save_image(tmp_path / "empty.png", np.zeros((130, 200), np.uint8))
+    args = make_args(str(files / "photo.png"), str(files / "mask.png"), tmp_path)
+    assert main(args) == 1
+    assert expected in error_line(capsys)
     assert not (tmp_path / "o.png").exists()  # no failed command leaves a file behind
 
 
