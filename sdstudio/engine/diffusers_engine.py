@@ -99,34 +99,7 @@ class DiffusersEngine:
         loaded, pipe = self.cache.pipeline(request.model, TASKS[request.mode])
         check_cancel(cancel)
         pipe.scheduler = make_scheduler(request.scheduler, loaded.scheduler_config)
-        native = loaded.native_size
-
-        kwargs: dict[str, Any] = {}
-        crop = None
-        if request.mode is Mode.TXT2IMG:
-            box = Box(0, 0, request.width, request.height)
-            kwargs.update(width=request.width, height=request.height)
-        elif request.mode is Mode.IMG2IMG:
-            assert request.image is not None
-            h, w = request.image.shape[:2]
-            box = request.region or Box(0, 0, w, h)
-            gen_w, gen_h = generation_size(box.width, box.height, native)
-            source = resize_rgb(to_rgb8(request.image[box.slices]), gen_w, gen_h)
-            kwargs.update(image=_pil(source), strength=request.strength)
-        else:
-            crop = inpaint.prepare(request, native)
-            box = crop.box
-            source = crop.rgb
-            if request.mode in (Mode.REMOVE, Mode.OUTPAINT):
-                source = classical_fill(source, crop.fill_mask)  # pre-fill: no ghost of the object
-            image, mask = crop.at_model_size(source)
-            kwargs.update(
-                image=_pil(image),
-                mask_image=_pil(mask),
-                width=crop.region.gen_width,
-                height=crop.region.gen_height,
-                strength=request.strength,
-            )
+        box, crop, kwargs = _pipeline_inputs(request, loaded.native_size)
 
         prompt, negative = request.prompt, request.negative_prompt
         if request.mode is Mode.REMOVE:
@@ -167,16 +140,7 @@ class DiffusersEngine:
         generated = _to_rgb8(result.images)
         check_cancel(cancel)
 
-        if crop is not None:
-            patch = inpaint.finish(request, crop, generated)
-        elif request.mode is Mode.TXT2IMG:
-            patch = generated
-        else:
-            assert request.image is not None
-            generated = resize_rgb(generated, box.width, box.height)
-            patch = blend_patch(
-                request.image[box.slices], generated, np.ones(generated.shape[:2], np.float32)
-            )
+        patch = _result_patch(request, crop, box, generated)
         if request.image is None:
             width, height = request.width, request.height
         else:
@@ -186,6 +150,57 @@ class DiffusersEngine:
         )
         check_cancel(cancel)
         emit(Finished(patch, box, parameters, request))
+
+
+def _pipeline_inputs(
+    request: GenerationRequest, native: int
+) -> tuple[Box, inpaint.InpaintCrop | None, dict[str, Any]]:
+    """Where the result goes, the inpaint crop (if any), and the pipeline's image arguments."""
+    if request.mode is Mode.TXT2IMG:
+        return (
+            Box(0, 0, request.width, request.height),
+            None,
+            {
+                "width": request.width,
+                "height": request.height,
+            },
+        )
+    assert request.image is not None
+    if request.mode is Mode.IMG2IMG:
+        h, w = request.image.shape[:2]
+        box = request.region or Box(0, 0, w, h)
+        gen_w, gen_h = generation_size(box.width, box.height, native)
+        source = resize_rgb(to_rgb8(request.image[box.slices]), gen_w, gen_h)
+        return box, None, {"image": _pil(source), "strength": request.strength}
+    crop = inpaint.prepare(request, native)
+    source = crop.rgb
+    if request.mode in (Mode.REMOVE, Mode.OUTPAINT):
+        source = classical_fill(source, crop.fill_mask)  # pre-fill: no ghost of the object
+    image, mask = crop.at_model_size(source)
+    return (
+        crop.box,
+        crop,
+        {
+            "image": _pil(image),
+            "mask_image": _pil(mask),
+            "width": crop.region.gen_width,
+            "height": crop.region.gen_height,
+            "strength": request.strength,
+        },
+    )
+
+
+def _result_patch(
+    request: GenerationRequest, crop: inpaint.InpaintCrop | None, box: Box, generated: np.ndarray
+) -> np.ndarray:
+    """The generated pixels as a patch of ``box`` in the picture's own layout."""
+    if crop is not None:
+        return inpaint.finish(request, crop, generated)
+    if request.image is None:
+        return generated
+    generated = resize_rgb(generated, box.width, box.height)
+    full = np.ones(generated.shape[:2], np.float32)
+    return blend_patch(request.image[box.slices], generated, full)
 
 
 def _pil(array: np.ndarray):
