@@ -239,7 +239,15 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
+COMMANDS = ("inpaint", "img2img", "txt2img", "remove", "info")
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv or (len(argv) == 1 and argv[0] not in COMMANDS and not argv[0].startswith("-")):
+        from sdstudio.app import main as gui  # `sdstudio` or `sdstudio IMAGE`: the editor
+
+        return gui(argv[0] if argv else None)
     parser = build_parser()
     args = parser.parse_args(argv)
     logging.basicConfig(

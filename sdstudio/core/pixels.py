@@ -45,3 +45,12 @@ def rgb8_to_float_like(rgb: np.ndarray, like: np.ndarray) -> np.ndarray:
 def color_channels(array: np.ndarray) -> np.ndarray:
     """The colour part of a picture (grey or RGB), without alpha, as a view."""
     return array if array.ndim == 2 else array[:, :, :3]
+
+
+def to_rgba8(array: np.ndarray) -> np.ndarray:
+    """Any supported layout -> H x W x 4 uint8 RGBA for display (opaque unless it has alpha)."""
+    array8 = to_8bit(array)
+    out = np.empty((*array8.shape[:2], 4), np.uint8)
+    out[:, :, :3] = to_rgb8(array8)
+    out[:, :, 3] = array8[:, :, 3] if array8.ndim == 3 and array8.shape[2] == 4 else 255
+    return out

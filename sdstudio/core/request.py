@@ -71,6 +71,8 @@ def _frozen_copy(array: np.ndarray | None, what: str) -> np.ndarray | None:
         return None
     if not isinstance(array, np.ndarray):
         raise RequestError(f"The {what} must be a numpy array, not {type(array).__name__}.")
+    if not array.flags.writeable and array.flags.owndata:
+        return array  # already a snapshot (e.g. from another request): nobody can change it
     copy = np.array(array, copy=True)
     copy.flags.writeable = False
     return copy

@@ -1,0 +1,263 @@
+"""The document: the picture, the mask of what to regenerate, the region, and their undo history.
+
+Qt-free. The canvas turns pointer events into ``begin_stroke`` / ``Stroke.add`` / ``Stroke.end``
+calls in image coordinates; every edit is one undo step and tells the listeners which area changed,
+so the view repaints only that area. The picture and mask arrays are edited in place and keep
+their identity for the document's life.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from sdstudio.core.brush import BrushSettings, Stroke, Tool
+from sdstudio.core.history import History, snapshot_box
+from sdstudio.core.mask import REPAINT, bounding_box, invert
+from sdstudio.core.region import Box
+
+Listener = Callable[[Box], None]
+_UNSAVED = -1  # a history state no document ever has: "modified" until saved
+
+
+def _check_image(image: np.ndarray) -> None:
+    if not isinstance(image, np.ndarray) or image.dtype not in (np.uint8, np.uint16):
+        kind = getattr(image, "dtype", type(image).__name__)
+        raise ValueError(f"A picture must be a uint8 or uint16 numpy array, not {kind}.")
+    if not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4))):
+        raise ValueError(
+            f"A picture must be H x W (grey), H x W x 3 (RGB) or H x W x 4 (RGBA), not {image.shape}."
+        )
+    if image.shape[0] == 0 or image.shape[1] == 0:
+        raise ValueError(f"A picture must have at least one pixel, not {image.shape}.")
+
+
+class Document:
+    """The picture being edited (``image``), its ``mask`` (255 = regenerate), and history."""
+
+    def __init__(
+        self, image: np.ndarray, path: Path | None = None, history_budget: int = 512 * 2**20
+    ) -> None:
+        _check_image(image)
+        self.image = np.ascontiguousarray(image)
+        self.mask = np.zeros(image.shape[:2], np.uint8)
+        self.region: Box | None = None
+        self.path = path
+        self.history = History(history_budget)
+        self._listeners: list[Listener] = []
+        self._stroke: Stroke | None = None
+        self._stroke_pending = False  # the active stroke changed pixels not yet recorded
+        self._saved_state = self.history.state
+
+    @classmethod
+    def blank(
+        cls, width: int, height: int, color: tuple[int, int, int] = (255, 255, 255)
+    ) -> Document:
+        """A ``width`` x ``height`` RGB uint8 picture of one colour."""
+        if width <= 0 or height <= 0:
+            raise ValueError(f"A new picture needs a positive size, not {width} x {height}.")
+        image = np.empty((height, width, 3), np.uint8)
+        image[...] = np.asarray(color, np.uint8)
+        return cls(image)
+
+    # -- properties --------------------------------------------------------------------------
+
+    @property
+    def width(self) -> int:
+        return self.image.shape[1]
+
+    @property
+    def height(self) -> int:
+        return self.image.shape[0]
+
+    @property
+    def bounds(self) -> Box:
+        return Box(0, 0, self.width, self.height)
+
+    @property
+    def layers(self) -> dict[str, np.ndarray]:
+        return {"image": self.image, "mask": self.mask}
+
+    @property
+    def has_mask(self) -> bool:
+        return bool(self.mask.any())
+
+    @property
+    def modified(self) -> bool:
+        """True when the pixels differ from the last save (undoing back to it clears it)."""
+        return self._stroke_pending or self.history.state != self._saved_state
+
+    @modified.setter
+    def modified(self, value: bool) -> None:
+        self._saved_state = _UNSAVED if value else self.history.state
+
+    def mark_saved(self) -> None:
+        self._finish_stroke()
+        self.modified = False
+
+    # -- listeners ---------------------------------------------------------------------------
+
+    def add_listener(self, listener: Listener) -> None:
+        """Call ``listener(box)`` with the changed area after every edit, undo and redo."""
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        self._listeners.remove(listener)
+
+    def _notify(self, box: Box | None) -> Box | None:
+        if box is not None:
+            for listener in list(self._listeners):
+                listener(box)
+        return box
+
+    # -- strokes -----------------------------------------------------------------------------
+
+    def begin_stroke(
+        self, tool: Tool, settings: BrushSettings, color: tuple[int, int, int] | None = None
+    ) -> Stroke:
+        """Start a stroke: ERASE and RESTORE act on the mask, PAINT on the picture."""
+        self._finish_stroke()
+        layer = "image" if tool is Tool.PAINT else "mask"
+        self._stroke = Stroke(
+            self.layers[layer],
+            tool,
+            settings,
+            color,
+            self.history,
+            layer=layer,
+            on_change=self._stroke_changed,
+            on_end=self._stroke_ended,
+        )
+        return self._stroke
+
+    def _stroke_changed(self, box: Box) -> None:
+        self._stroke_pending = True
+        self._notify(box)
+
+    def _stroke_ended(self, _changed: Box | None) -> None:
+        self._stroke = None
+        self._stroke_pending = False
+
+    def _finish_stroke(self) -> None:
+        """End a stroke left open, so that it is one undo step before whatever comes next."""
+        if self._stroke is not None:
+            self._stroke.end()
+
+    # -- edits -------------------------------------------------------------------------------
+
+    def _edit(
+        self, label: str, boxes: dict[str, Box], write: Callable[[], None], area: Box | None
+    ) -> Box | None:
+        """Snapshot the tiles of ``boxes`` ({layer: box}), ``write``, record one undo step, notify.
+
+        Reports ``area``, or the union of the changed tiles when it is None; None if nothing
+        changed (and then there is no undo step).
+        """
+        self._finish_stroke()
+        layers = self.layers
+        before = {layer: snapshot_box(layers[layer], box) for layer, box in boxes.items()}
+        write()
+        changed = self.history.record_layers(
+            label, {layer: (tiles, layers[layer]) for layer, tiles in before.items()}
+        )
+        if changed is None:
+            return None
+        return self._notify(area or changed)
+
+    def clear_mask(self) -> Box | None:
+        box = bounding_box(self.mask)
+        if box is None:
+            return None
+
+        def write() -> None:
+            self.mask[box.slices] = 0
+
+        return self._edit("Clear mask", {"mask": box}, write, box)
+
+    def invert_mask(self) -> Box | None:
+        def write() -> None:
+            self.mask[...] = invert(self.mask)
+
+        return self._edit("Invert mask", {"mask": self.bounds}, write, None)
+
+    def set_mask(self, mask: np.ndarray, label: str = "Set mask") -> Box | None:
+        """Replace the whole mask (a loaded mask, a damage proposal); bool masks become 0/255."""
+        if not isinstance(mask, np.ndarray) or mask.shape != self.mask.shape:
+            shape = getattr(mask, "shape", type(mask).__name__)
+            raise ValueError(f"The mask must be {self.height} x {self.width} (H x W), not {shape}.")
+        if mask.dtype == np.bool_:
+            mask = np.where(mask, REPAINT, 0).astype(np.uint8)
+        elif mask.dtype != np.uint8:
+            raise ValueError(f"The mask must be uint8 (0-255) or bool, not {mask.dtype}.")
+
+        def write() -> None:
+            self.mask[...] = mask
+
+        return self._edit(label, {"mask": self.bounds}, write, None)
+
+    def apply_patch(
+        self, box: Box, patch: np.ndarray, label: str = "Accept result", *, clear_mask: bool = False
+    ) -> Box | None:
+        """Write ``patch`` (the picture's own layout and dtype) into the picture at ``box``.
+
+        With ``clear_mask`` the mask is cleared too, in the same undo step (an accepted inpaint).
+        """
+        if box.is_empty() or not box.inside(self.width, self.height):
+            raise ValueError(f"The patch box {box} is empty or outside the picture.")
+        expected = (box.height, box.width, *self.image.shape[2:])
+        if not isinstance(patch, np.ndarray) or patch.shape != expected:
+            shape = getattr(patch, "shape", type(patch).__name__)
+            raise ValueError(f"The patch for {box} must have shape {expected}, not {shape}.")
+        if patch.dtype != self.image.dtype:
+            raise ValueError(
+                f"The patch must be {self.image.dtype} like the picture, not {patch.dtype}."
+            )
+        boxes, area = {"image": box}, box
+        masked = bounding_box(self.mask) if clear_mask else None
+        if masked is not None:
+            boxes["mask"], area = masked, box.union(masked)
+
+        def write() -> None:
+            self.image[box.slices] = patch
+            if masked is not None:
+                self.mask[masked.slices] = 0
+
+        return self._edit(label, boxes, write, area)
+
+    def set_region(self, box: Box | None) -> None:
+        """Store the generation region (not an undo step); listeners get the old and new area."""
+        if box is not None and (box.is_empty() or not box.inside(self.width, self.height)):
+            raise ValueError(f"The region {box} is empty or outside the picture.")
+        old, self.region = self.region, box
+        if old is not None and box is not None:
+            self._notify(old.union(box))
+        else:
+            self._notify(old or box)
+
+    # -- undo / redo -------------------------------------------------------------------------
+
+    def undo(self) -> Box | None:
+        self._finish_stroke()
+        return self._notify(self.history.undo(self.layers))
+
+    def redo(self) -> Box | None:
+        self._finish_stroke()
+        return self._notify(self.history.redo(self.layers))
+
+    @property
+    def can_undo(self) -> bool:
+        return self.history.can_undo
+
+    @property
+    def can_redo(self) -> bool:
+        return self.history.can_redo
+
+    @property
+    def undo_label(self) -> str | None:
+        return self.history.undo_label
+
+    @property
+    def redo_label(self) -> str | None:
+        return self.history.redo_label

@@ -1,0 +1,417 @@
+"""The canvas: shows the document at any zoom and turns pointer events into tool calls.
+
+It keeps an 8-bit RGBA display copy of the picture and a mask overlay, both numpy arrays that
+QImages wrap without copying; an edit updates only the changed box of each and repaints only
+that part of the widget. Painting itself happens in ``sdstudio.core`` (Document, Stroke), in
+image coordinates; this widget only maps coordinates, draws, and forwards events.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+import numpy as np
+from PySide6.QtCore import QPointF, QRect, QRectF, Qt, Signal
+from PySide6.QtGui import (
+    QBrush,
+    QColor,
+    QImage,
+    QMouseEvent,
+    QPainter,
+    QPaintEvent,
+    QPen,
+    QPixmap,
+    QTabletEvent,
+    QWheelEvent,
+)
+from PySide6.QtWidgets import QWidget
+
+from sdstudio.core.brush import BrushSettings, Tool
+from sdstudio.core.document import Document
+from sdstudio.core.pixels import to_rgba8
+from sdstudio.core.region import Box
+
+TINT = (255, 64, 64)
+TINT_ALPHA = 0.45
+MIN_ZOOM, MAX_ZOOM = 1 / 64, 64.0
+ZOOM_STEP = 1.25
+
+
+class CanvasTool(Enum):
+    ERASE = "erase"
+    RESTORE = "restore"
+    PAINT = "paint"
+    REGION = "region"
+
+
+BRUSH_TOOLS = {
+    CanvasTool.ERASE: Tool.ERASE,
+    CanvasTool.RESTORE: Tool.RESTORE,
+    CanvasTool.PAINT: Tool.PAINT,
+}
+
+
+def wrap_qimage(array: np.ndarray) -> QImage:
+    """A QImage sharing ``array``'s memory (H x W x 4 uint8, C-contiguous); keep ``array`` alive."""
+    height, width = array.shape[:2]
+    return QImage(array.data, width, height, width * 4, QImage.Format.Format_RGBA8888)
+
+
+def _checker_brush() -> QBrush:
+    pixmap = QPixmap(16, 16)
+    pixmap.fill(QColor(204, 204, 204))
+    painter = QPainter(pixmap)
+    painter.fillRect(0, 0, 8, 8, QColor(240, 240, 240))
+    painter.fillRect(8, 8, 8, 8, QColor(240, 240, 240))
+    painter.end()
+    return QBrush(pixmap)
+
+
+class Canvas(QWidget):
+    """Zoomable, pannable view of a Document with brush, restore, paint and region tools."""
+
+    zoom_changed = Signal(float)
+    cursor_moved = Signal(int, int)  # image coordinates
+    region_changed = Signal(object)  # Box | None
+
+    def __init__(self, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setMouseTracking(True)
+        self.setFocusPolicy(Qt.FocusPolicy.StrongFocus)
+        self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
+        self.setCursor(Qt.CursorShape.BlankCursor)
+        self.setMinimumSize(200, 200)
+        self.document: Document | None = None
+        self.tool = CanvasTool.ERASE
+        self.brush = BrushSettings()
+        self.paint_color: tuple[int, int, int] = (40, 40, 40)
+        self.erase_shows_transparency = False
+        self.zoom = 1.0
+        self.pan = QPointF(0, 0)  # widget position of image (0, 0)
+        self._rgba: np.ndarray | None = None
+        self._overlay: np.ndarray | None = None
+        self._image: QImage | None = None
+        self._overlay_image: QImage | None = None
+        self._preview: tuple[QImage, Box] | None = None
+        self._candidate: tuple[QImage, Box] | None = None
+        self._stroke = None
+        self._panning: QPointF | None = None
+        self._space_held = False
+        self._region_start: QPointF | None = None
+        self._region_draft: Box | None = None
+        self._cursor: QPointF | None = None
+        self._checker = _checker_brush()
+        self.repainted_pixels = 0  # widget pixels asked to repaint (for benchmarks and tests)
+
+    # -- document -----------------------------------------------------------------------------
+
+    def set_document(self, document: Document | None) -> None:
+        if self.document is not None:
+            self.document.remove_listener(self._on_document_changed)
+        self.document = document
+        self._preview = self._candidate = None
+        if document is None:
+            self._rgba = self._overlay = self._image = self._overlay_image = None
+        else:
+            self._rgba = np.ascontiguousarray(to_rgba8(document.image))
+            self._overlay = np.zeros((document.height, document.width, 4), np.uint8)
+            self._image = wrap_qimage(self._rgba)
+            self._overlay_image = wrap_qimage(self._overlay)
+            self._refresh_overlay(Box(0, 0, document.width, document.height))
+            document.add_listener(self._on_document_changed)
+            self.fit()
+        self.update()
+
+    def _on_document_changed(self, box: Box | None) -> None:
+        document = self.document
+        if document is None:
+            return
+        if box is None:
+            box = Box(0, 0, document.width, document.height)
+        box = box.clamp(document.width, document.height)
+        if box.is_empty():
+            return
+        self._rgba[box.slices] = to_rgba8(document.image[box.slices])
+        self._refresh_overlay(box)
+        self.update_image_box(box)
+
+    def _refresh_overlay(self, box: Box) -> None:
+        mask = self.document.mask[box.slices]
+        overlay = self._overlay[box.slices]
+        if self.erase_shows_transparency:
+            ys, xs = np.mgrid[box.y0 : box.y1, box.x0 : box.x1]
+            light = ((ys // 8 + xs // 8) % 2 == 0)[..., None]
+            overlay[:, :, :3] = np.where(light, 240, 204)
+            overlay[:, :, 3] = mask
+        else:
+            overlay[:, :, :3] = TINT
+            overlay[:, :, 3] = (mask.astype(np.uint16) * int(TINT_ALPHA * 256) >> 8).astype(
+                np.uint8
+            )
+
+    def set_erase_shows_transparency(self, on: bool) -> None:
+        self.erase_shows_transparency = on
+        if self.document is not None:
+            self._refresh_overlay(Box(0, 0, self.document.width, self.document.height))
+        self.update()
+
+    # -- overlays from generation ---------------------------------------------------------------
+
+    def set_preview(self, image: QImage | None, box: Box | None = None) -> None:
+        old = self._preview
+        self._preview = (image, box) if image is not None and box is not None else None
+        for item in (old, self._preview):
+            if item is not None:
+                self.update_image_box(item[1])
+
+    def set_candidate(self, image: QImage | None, box: Box | None = None) -> None:
+        old = self._candidate
+        self._candidate = (image, box) if image is not None and box is not None else None
+        for item in (old, self._candidate):
+            if item is not None:
+                self.update_image_box(item[1])
+
+    # -- coordinates and view -----------------------------------------------------------------
+
+    def to_image(self, point: QPointF) -> QPointF:
+        return (point - self.pan) / self.zoom
+
+    def to_widget(self, point: QPointF) -> QPointF:
+        return point * self.zoom + self.pan
+
+    def image_rect_to_widget(self, box: Box) -> QRect:
+        top_left = self.to_widget(QPointF(box.x0, box.y0))
+        bottom_right = self.to_widget(QPointF(box.x1, box.y1))
+        return QRectF(top_left, bottom_right).toAlignedRect()
+
+    def update_image_box(self, box: Box) -> None:
+        rect = self.image_rect_to_widget(box).adjusted(-2, -2, 2, 2) & self.rect()
+        if not rect.isEmpty():
+            self.repainted_pixels += rect.width() * rect.height()
+            self.update(rect)
+
+    def set_zoom(self, zoom: float, anchor: QPointF | None = None) -> None:
+        """Zoom keeping the image point under ``anchor`` (widget coords; default centre) still."""
+        zoom = min(MAX_ZOOM, max(MIN_ZOOM, zoom))
+        anchor = anchor if anchor is not None else QPointF(self.width() / 2, self.height() / 2)
+        fixed = self.to_image(anchor)
+        self.zoom = zoom
+        self.pan = anchor - fixed * zoom
+        self.zoom_changed.emit(zoom)
+        self.update()
+
+    def zoom_by(self, factor: float, anchor: QPointF | None = None) -> None:
+        self.set_zoom(self.zoom * factor, anchor)
+
+    def fit(self) -> None:
+        if self.document is None or self.width() <= 0:
+            return
+        zoom = min(
+            (self.width() - 20) / self.document.width, (self.height() - 20) / self.document.height
+        )
+        self.zoom = min(MAX_ZOOM, max(MIN_ZOOM, zoom))
+        self.pan = QPointF(
+            (self.width() - self.document.width * self.zoom) / 2,
+            (self.height() - self.document.height * self.zoom) / 2,
+        )
+        self.zoom_changed.emit(self.zoom)
+        self.update()
+
+    def actual_size(self) -> None:
+        self.set_zoom(1.0)
+
+    # -- painting -------------------------------------------------------------------------------
+
+    def paintEvent(self, event: QPaintEvent) -> None:  # noqa: N802 - Qt API
+        painter = QPainter(self)
+        painter.fillRect(event.rect(), QColor(48, 48, 52))
+        if self.document is None or self._image is None:
+            painter.setPen(QColor(200, 200, 200))
+            painter.drawText(
+                self.rect(),
+                Qt.AlignmentFlag.AlignCenter,
+                "Open a picture (Ctrl+O), drop one here, or paste one (Ctrl+V)",
+            )
+            return
+        full = Box(0, 0, self.document.width, self.document.height)
+        exposed = self._visible_image_box(event.rect(), full)
+        if exposed is not None:
+            target = QRectF(
+                self.to_widget(QPointF(exposed.x0, exposed.y0)),
+                self.to_widget(QPointF(exposed.x1, exposed.y1)),
+            )
+            source = QRectF(exposed.x0, exposed.y0, exposed.width, exposed.height)
+            painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self.zoom < 1.0)
+            painter.fillRect(target, self._checker)
+            painter.drawImage(target, self._image, source)
+            painter.drawImage(target, self._overlay_image, source)
+            for item in (self._preview, self._candidate):
+                if item is not None:
+                    image, box = item
+                    painter.drawImage(QRectF(self.image_rect_to_widget(box)), image)
+        self._paint_region(painter)
+        self._paint_cursor(painter)
+
+    def _visible_image_box(self, rect: QRect, full: Box) -> Box | None:
+        top_left = self.to_image(QPointF(rect.topLeft()))
+        bottom_right = self.to_image(QPointF(rect.bottomRight()) + QPointF(1, 1))
+        box = Box(
+            int(np.floor(top_left.x())) - 1,
+            int(np.floor(top_left.y())) - 1,
+            int(np.ceil(bottom_right.x())) + 1,
+            int(np.ceil(bottom_right.y())) + 1,
+        )
+        box = box.clamp(full.width, full.height)
+        return None if box.is_empty() else box
+
+    def _paint_region(self, painter: QPainter) -> None:
+        region = self._region_draft or (self.document.region if self.document else None)
+        if region is None:
+            return
+        pen = QPen(QColor(255, 255, 255), 1, Qt.PenStyle.DashLine)
+        painter.setPen(pen)
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        painter.drawRect(self.image_rect_to_widget(region))
+
+    def _paint_cursor(self, painter: QPainter) -> None:
+        if self._cursor is None or self.tool is CanvasTool.REGION or self._panning is not None:
+            return
+        radius = max(1.0, self.brush.size * self.zoom / 2)
+        painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)
+        painter.setBrush(Qt.BrushStyle.NoBrush)
+        for color, extra in ((QColor(0, 0, 0, 160), 1.0), (QColor(255, 255, 255, 220), 0.0)):
+            painter.setPen(QPen(color, 1))
+            painter.drawEllipse(self._cursor, radius + extra, radius + extra)
+
+    def _cursor_rect(self, point: QPointF | None) -> QRect:
+        if point is None:
+            return QRect()
+        r = int(self.brush.size * self.zoom / 2) + 4
+        return QRect(int(point.x()) - r, int(point.y()) - r, 2 * r, 2 * r)
+
+    def _move_cursor(self, point: QPointF | None) -> None:
+        old = self._cursor_rect(self._cursor)
+        self._cursor = point
+        self.update(old.united(self._cursor_rect(point)))
+
+    # -- input ------------------------------------------------------------------------------------
+
+    def _begin(self, position: QPointF, pressure: float) -> None:
+        if self.document is None:
+            return
+        point = self.to_image(position)
+        if self.tool is CanvasTool.REGION:
+            self._region_start = point
+            self._region_draft = None
+            return
+        color = self.paint_color if self.tool is CanvasTool.PAINT else None
+        self._stroke = self.document.begin_stroke(BRUSH_TOOLS[self.tool], self.brush, color)
+        self._stroke.add(point.x(), point.y(), pressure)
+
+    def _extend(self, position: QPointF, pressure: float) -> None:
+        point = self.to_image(position)
+        if self._stroke is not None:
+            self._stroke.add(point.x(), point.y(), pressure)
+        elif self._region_start is not None and self.document is not None:
+            old = self._region_draft
+            self._region_draft = _box_between(self._region_start, point, self.document)
+            for box in (old, self._region_draft):
+                if box is not None:
+                    self.update_image_box(box.expand(2))
+
+    def _finish(self) -> None:
+        if self._stroke is not None:
+            self._stroke.end()
+            self._stroke = None
+        elif self._region_start is not None and self.document is not None:
+            region = self._region_draft
+            if region is not None and (region.width < 8 or region.height < 8):
+                region = None  # a click, not a drag: clears the region
+            self._region_start, self._region_draft = None, None
+            self.document.set_region(region)
+            self.region_changed.emit(region)
+            self.update()
+
+    def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        button = event.button()
+        if button == Qt.MouseButton.MiddleButton or (
+            button == Qt.MouseButton.LeftButton and self._space_held
+        ):
+            self._panning = event.position()
+            self.setCursor(Qt.CursorShape.ClosedHandCursor)
+        elif button == Qt.MouseButton.LeftButton:
+            self._begin(event.position(), 1.0)
+
+    def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        position = event.position()
+        if self._panning is not None:
+            self.pan += position - self._panning
+            self._panning = position
+            self.update()
+            return
+        self._move_cursor(position)
+        point = self.to_image(position)
+        self.cursor_moved.emit(int(point.x()), int(point.y()))
+        if event.buttons() & Qt.MouseButton.LeftButton:
+            self._extend(position, 1.0)
+
+    def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802
+        if self._panning is not None and event.button() in (
+            Qt.MouseButton.MiddleButton,
+            Qt.MouseButton.LeftButton,
+        ):
+            self._panning = None
+            self.setCursor(
+                Qt.CursorShape.OpenHandCursor if self._space_held else Qt.CursorShape.BlankCursor
+            )
+        elif event.button() == Qt.MouseButton.LeftButton:
+            self._finish()
+
+    def tabletEvent(self, event: QTabletEvent) -> None:  # noqa: N802
+        kind = event.type()
+        pressure = float(event.pressure())
+        if kind == QTabletEvent.Type.TabletPress:
+            self._begin(event.position(), pressure)
+        elif kind == QTabletEvent.Type.TabletMove:
+            self._move_cursor(event.position())
+            if self._stroke is not None or self._region_start is not None:
+                self._extend(event.position(), pressure)
+        elif kind == QTabletEvent.Type.TabletRelease:
+            self._finish()
+        event.accept()  # no synthesized mouse events: the pressure would be lost
+
+    def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802
+        notches = event.angleDelta().y() / 120.0
+        if notches:
+            self.zoom_by(ZOOM_STEP**notches, event.position())
+
+    def keyPressEvent(self, event) -> None:  # noqa: N802
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self._space_held = True
+            self.setCursor(Qt.CursorShape.OpenHandCursor)
+            return
+        super().keyPressEvent(event)
+
+    def keyReleaseEvent(self, event) -> None:  # noqa: N802
+        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
+            self._space_held = False
+            self.setCursor(Qt.CursorShape.BlankCursor)
+            return
+        super().keyReleaseEvent(event)
+
+    def leaveEvent(self, event) -> None:  # noqa: N802
+        self._move_cursor(None)
+        super().leaveEvent(event)
+
+    def resizeEvent(self, event) -> None:  # noqa: N802
+        first = event.oldSize().width() <= 0
+        super().resizeEvent(event)
+        if first:
+            self.fit()
+
+
+def _box_between(a: QPointF, b: QPointF, document: Document) -> Box:
+    x0, x1 = sorted((a.x(), b.x()))
+    y0, y1 = sorted((a.y(), b.y()))
+    box = Box(int(np.floor(x0)), int(np.floor(y0)), int(np.ceil(x1)), int(np.ceil(y1)))
+    return box.clamp(document.width, document.height)

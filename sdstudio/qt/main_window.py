@@ -1,0 +1,534 @@
+"""The editor window: canvas in the middle, generation panel on the right, results below."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtGui import QAction, QColor, QGuiApplication, QIcon, QImage, QKeySequence, QPixmap
+from PySide6.QtWidgets import (
+    QColorDialog,
+    QDockWidget,
+    QFileDialog,
+    QLabel,
+    QMainWindow,
+    QMessageBox,
+    QProgressBar,
+    QSpinBox,
+    QToolBar,
+)
+
+from sdstudio.core.brush import BrushSettings
+from sdstudio.core.document import Document
+from sdstudio.core.imageio import FORMATS, load_image, save_image
+from sdstudio.qt.candidate_strip import CandidateStrip
+from sdstudio.qt.canvas import Canvas, CanvasTool
+from sdstudio.qt.panel import GenerationPanel
+from sdstudio.qt.session import EditorSession, qimage_of
+from sdstudio.qt.tasks import run_in_background
+from sdstudio.qt.worker import GenerationWorker
+
+log = logging.getLogger(__name__)
+
+OPEN_FILTER = "Pictures (*.png *.jpg *.jpeg *.webp *.tif *.tiff *.bmp *.gif);;All files (*)"
+EXPORT_FILTER = "PNG (*.png);;JPEG (*.jpg *.jpeg);;WebP (*.webp);;TIFF (*.tif *.tiff)"
+MAX_RECENT = 10
+
+
+def _diffusers_engine():
+    """Runs on the worker thread: torch and diffusers load here, never on the GUI thread."""
+    from sdstudio.engine.diffusers_engine import DiffusersEngine
+    from sdstudio.engine.warmup import import_quietly
+
+    import_quietly()
+    return DiffusersEngine()
+
+
+def _fill_engine():
+    from sdstudio.engine.classical import ClassicalFillEngine
+
+    return ClassicalFillEngine()
+
+
+def array_from_qimage(image: QImage) -> np.ndarray:
+    """A pasted or dropped QImage -> RGB (or RGBA when it has transparency) uint8 array."""
+    rgba = image.convertToFormat(QImage.Format.Format_RGBA8888)
+    width, height = rgba.width(), rgba.height()
+    buffer = np.frombuffer(rgba.constBits(), np.uint8, count=rgba.sizeInBytes())
+    array = buffer.reshape(height, rgba.bytesPerLine())[:, : width * 4].reshape(height, width, 4)
+    return array.copy() if array[:, :, 3].min() < 255 else array[:, :, :3].copy()
+
+
+class MainWindow(QMainWindow):
+    def __init__(
+        self, settings: QSettings | None = None, engine_factory=None, fill_factory=None
+    ) -> None:
+        super().__init__()
+        self.settings = settings or QSettings("sdstudio", "SD Studio")
+        self.setWindowTitle("SD Studio")
+        self.setAcceptDrops(True)
+        self.canvas = Canvas()
+        self.setCentralWidget(self.canvas)
+        self.panel = GenerationPanel()
+        self.strip = CandidateStrip()
+        self.generation = GenerationWorker(engine_factory or _diffusers_engine)
+        self.fill = GenerationWorker(fill_factory or _fill_engine)
+        self.session = EditorSession(self.canvas, self.panel, self.generation, self.fill)
+        self.confirm_discard = self._ask_discard  # tests replace this
+        self._build_docks()
+        self._build_status_bar()
+        self._build_actions()
+        self._connect()
+        self._restore_state()
+        self.generation.start()
+        self.fill.start()
+        self._update_title()
+
+    # -- layout ---------------------------------------------------------------------------------
+
+    def _build_docks(self) -> None:
+        panel_dock = QDockWidget("Generate", self)
+        panel_dock.setObjectName("generate_dock")
+        panel_dock.setWidget(self.panel)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, panel_dock)
+        strip_dock = QDockWidget("Results", self)
+        strip_dock.setObjectName("results_dock")
+        strip_dock.setWidget(self.strip)
+        self.addDockWidget(Qt.DockWidgetArea.BottomDockWidgetArea, strip_dock)
+
+    def _build_status_bar(self) -> None:
+        bar = self.statusBar()
+        self.progress = QProgressBar()
+        self.progress.setMaximumWidth(220)
+        self.progress.setVisible(False)
+        self.zoom_label = QLabel("100%")
+        self.position_label = QLabel("")
+        bar.addPermanentWidget(self.position_label)
+        bar.addPermanentWidget(self.progress)
+        bar.addPermanentWidget(self.zoom_label)
+
+    def _action(self, menu, text: str, slot, shortcuts=(), checkable: bool = False) -> QAction:
+        action = QAction(text, self)
+        action.setShortcuts([QKeySequence(s) for s in shortcuts])
+        action.setCheckable(checkable)
+        action.triggered.connect(slot)
+        menu.addAction(action)
+        self.addAction(action)  # shortcuts work whatever has focus
+        return action
+
+    def _build_actions(self) -> None:
+        menus = self.menuBar()
+        file = menus.addMenu("&File")
+        self._action(file, "&New canvas", self.new_canvas, ["Ctrl+N"])
+        self._action(file, "&Open…", self.open_dialog, [QKeySequence.StandardKey.Open])
+        self.recent_menu = file.addMenu("Open &recent")
+        self._action(file, "&Paste picture", self.paste, [QKeySequence.StandardKey.Paste])
+        self._action(file, "&Copy result", self.copy, [QKeySequence.StandardKey.Copy])
+        self._action(file, "&Export…", self.export_dialog, ["Ctrl+E", "Ctrl+Shift+S"])
+        file.addSeparator()
+        self._action(file, "&Quit", self.close, [QKeySequence.StandardKey.Quit])
+        edit = menus.addMenu("&Edit")
+        self.undo_action = self._action(edit, "&Undo", self.undo, ["Ctrl+Z"])
+        self.redo_action = self._action(edit, "&Redo", self.redo, ["Ctrl+Shift+Z", "Ctrl+Y"])
+        edit.addSeparator()
+        self._action(edit, "&Clear mask", self.clear_mask, ["Ctrl+Shift+A"])
+        self._action(edit, "&Invert mask", self.invert_mask, ["Ctrl+I"])
+        self._action(edit, "Clear &region", self.clear_region, [])
+        view = menus.addMenu("&View")
+        self._action(view, "&Fit to window", self.canvas.fit, ["Ctrl+0"])
+        self._action(view, "&100%", self.canvas.actual_size, ["Ctrl+1"])
+        self._action(view, "Zoom &in", lambda: self.canvas.zoom_by(1.25), ["Ctrl++", "Ctrl+="])
+        self._action(view, "Zoom &out", lambda: self.canvas.zoom_by(0.8), ["Ctrl+-"])
+        self.transparency_action = self._action(
+            view,
+            "Show erased area as &transparency",
+            self.canvas.set_erase_shows_transparency,
+            checkable=True,
+        )
+        tools = menus.addMenu("&Tools")
+        self.tool_actions = {
+            CanvasTool.ERASE: self._action(
+                tools,
+                "&Eraser (mark to regenerate)",
+                lambda: self.set_tool(CanvasTool.ERASE),
+                ["E"],
+                True,
+            ),
+            CanvasTool.RESTORE: self._action(
+                tools, "&Restore (un-erase)", lambda: self.set_tool(CanvasTool.RESTORE), ["R"], True
+            ),
+            CanvasTool.PAINT: self._action(
+                tools, "&Brush (sketch)", lambda: self.set_tool(CanvasTool.PAINT), ["B"], True
+            ),
+            CanvasTool.REGION: self._action(
+                tools,
+                "Re&gion (where to generate)",
+                lambda: self.set_tool(CanvasTool.REGION),
+                ["M"],
+                True,
+            ),
+        }
+        self._action(tools, "S&wap eraser and restore", self.swap_tool, ["X"])
+        self._action(
+            tools,
+            "&Bigger brush",
+            lambda: self.set_brush_size(self.canvas.brush.size * 1.25),
+            ["]"],
+        )
+        self._action(
+            tools,
+            "&Smaller brush",
+            lambda: self.set_brush_size(self.canvas.brush.size / 1.25),
+            ["["],
+        )
+        self.color_action = self._action(tools, "Brush &colour…", self.choose_color, ["C"])
+        generate = menus.addMenu("&Generate")
+        self._action(generate, "&Generate", self.session.generate, ["Ctrl+Return", "Ctrl+Enter"])
+        self._action(generate, "&Cancel", self.session.cancel, ["Esc"])
+        self._action(generate, "&Remove (no model)", self.session.remove, ["Delete"])
+        generate.addSeparator()
+        self._action(generate, "&Accept result", self.session.accept, ["Return", "Enter"])
+        self._action(
+            generate, "&Previous result", lambda: self.session.step_candidate(-1), ["Left"]
+        )
+        self._action(generate, "&Next result", lambda: self.session.step_candidate(1), ["Right"])
+        self._action(generate, "&Discard result", self.session.discard, ["Backspace"])
+        self._build_toolbar()
+
+    def _build_toolbar(self) -> None:
+        bar = QToolBar("Tools", self)
+        bar.setObjectName("tools_toolbar")
+        for action in self.tool_actions.values():
+            bar.addAction(action)
+        bar.addAction(self.color_action)
+        bar.addSeparator()
+        self.size_box = self._spin(
+            bar, "Size", 1, 2000, int(self.canvas.brush.size), self.set_brush_size
+        )
+        self.hardness_box = self._spin(
+            bar, "Hardness %", 0, 100, 80, lambda v: self._brush(hardness=v / 100)
+        )
+        self.opacity_box = self._spin(
+            bar, "Opacity %", 1, 100, 100, lambda v: self._brush(opacity=v / 100)
+        )
+        self.addToolBar(bar)
+
+    def _spin(self, bar: QToolBar, label: str, low: int, high: int, value: int, slot) -> QSpinBox:
+        bar.addWidget(QLabel(f" {label} "))
+        box = QSpinBox()
+        box.setRange(low, high)
+        box.setValue(value)
+        box.valueChanged.connect(slot)
+        box.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
+        bar.addWidget(box)
+        return box
+
+    def _connect(self) -> None:
+        s = self.session
+        s.status.connect(lambda text: self.statusBar().showMessage(text))
+        s.failed.connect(self.show_error)
+        s.progress.connect(self._on_progress)
+        s.running_changed.connect(self.panel.set_running)
+        s.candidates_changed.connect(lambda: self.strip.show_candidates(s.candidates, s.current))
+        s.last_seed_changed.connect(self.panel.set_last_seed)
+        self.panel.generate_requested.connect(s.generate)
+        self.panel.cancel_requested.connect(s.cancel)
+        self.panel.remove_requested.connect(s.remove)
+        self.strip.selected.connect(s.select)
+        self.strip.accept_requested.connect(s.accept)
+        self.strip.discard_requested.connect(s.discard)
+        self.strip.discard_all_requested.connect(s.discard_all)
+        self.canvas.zoom_changed.connect(lambda z: self.zoom_label.setText(f"{z * 100:.0f}%"))
+        self.canvas.cursor_moved.connect(lambda x, y: self.position_label.setText(f"{x}, {y}"))
+        self.canvas.region_changed.connect(lambda _box: self._update_mode())
+
+    def _on_progress(self, index: int, total: int, seconds_left: float) -> None:
+        if total <= 0:
+            self.progress.setVisible(False)
+            return
+        self.progress.setVisible(True)
+        self.progress.setRange(0, total)
+        self.progress.setValue(index)
+        self.progress.setFormat(f"step {index}/{total}")
+        if index:
+            left = f", about {seconds_left:.0f} s left" if seconds_left >= 0 else ""
+            self.statusBar().showMessage(f"Step {index}/{total}{left} (Esc cancels)")
+
+    # -- tools ----------------------------------------------------------------------------------
+
+    def set_tool(self, tool: CanvasTool) -> None:
+        self.canvas.tool = tool
+        for each, action in self.tool_actions.items():
+            action.setChecked(each is tool)
+
+    def swap_tool(self) -> None:
+        swap = {CanvasTool.ERASE: CanvasTool.RESTORE, CanvasTool.RESTORE: CanvasTool.ERASE}
+        self.set_tool(swap.get(self.canvas.tool, CanvasTool.ERASE))
+
+    def _brush(self, **changes) -> None:
+        fields = {
+            "size": self.canvas.brush.size,
+            "hardness": self.canvas.brush.hardness,
+            "opacity": self.canvas.brush.opacity,
+            "spacing": self.canvas.brush.spacing,
+        }
+        fields.update(changes)
+        self.canvas.brush = BrushSettings(**fields)
+        self.canvas.update()
+
+    def set_brush_size(self, size: float) -> None:
+        size = max(1.0, min(2000.0, float(size)))
+        self._brush(size=size)
+        if self.size_box.value() != round(size):
+            self.size_box.blockSignals(True)
+            self.size_box.setValue(round(size))
+            self.size_box.blockSignals(False)
+
+    def choose_color(self) -> None:
+        color = QColorDialog.getColor(QColor(*self.canvas.paint_color), self, "Brush colour")
+        if color.isValid():
+            self.canvas.paint_color = (color.red(), color.green(), color.blue())
+            self._show_color()
+            self.set_tool(CanvasTool.PAINT)
+
+    def _show_color(self) -> None:
+        pixmap = QPixmap(16, 16)
+        pixmap.fill(QColor(*self.canvas.paint_color))
+        self.color_action.setIcon(QIcon(pixmap))
+
+    # -- document edits -------------------------------------------------------------------------
+
+    def _document(self) -> Document | None:
+        return self.session.document
+
+    def undo(self) -> None:
+        if self._document() is not None and self._document().can_undo:
+            self._document().undo()
+            self._update_mode()
+
+    def redo(self) -> None:
+        if self._document() is not None and self._document().can_redo:
+            self._document().redo()
+            self._update_mode()
+
+    def clear_mask(self) -> None:
+        if self._document() is not None:
+            self._document().clear_mask()
+            self._update_mode()
+
+    def invert_mask(self) -> None:
+        if self._document() is not None:
+            self._document().invert_mask()
+            self._update_mode()
+
+    def clear_region(self) -> None:
+        if self._document() is not None:
+            self._document().set_region(None)
+            self.canvas.update()
+            self._update_mode()
+
+    def _update_mode(self) -> None:
+        mode = self.session.mode()
+        self.panel.set_mode_text("" if mode is None else f"Mode: {mode.value}")
+        self._update_title()
+
+    def _on_edit(self, _box) -> None:
+        self._edits += 1
+        self._update_title()
+
+    def _update_title(self) -> None:
+        document = self._document()
+        if document is None:
+            self.setWindowTitle("SD Studio")
+            return
+        name = document.path.name if document.path else "Untitled"
+        self.setWindowTitle(f"{'*' if document.modified else ''}{name} — SD Studio")
+
+    def set_document(self, document: Document, blank: bool = False) -> None:
+        self.session.set_document(document, blank=blank)
+        self._edits = 0
+        document.add_listener(self._on_edit)
+        self._update_mode()
+
+    # -- files ----------------------------------------------------------------------------------
+
+    def new_canvas(self) -> None:
+        if not self.confirm_discard():
+            return
+        s = self.panel.settings()
+        self.set_document(Document.blank(s["width"], s["height"]), blank=True)
+
+    def open_dialog(self) -> None:
+        start = self.settings.value("files/last_dir", str(Path.home()))
+        path, _ = QFileDialog.getOpenFileName(self, "Open picture", str(start), OPEN_FILTER)
+        if path:
+            self.open_path(path)
+
+    def open_path(self, path: str | Path) -> None:
+        """Read the picture on a background thread; the window stays responsive."""
+        if not self.confirm_discard():
+            return
+        path = Path(path)
+        self.statusBar().showMessage(f"Opening {path.name} …")
+
+        def opened(image: np.ndarray) -> None:
+            self.set_document(Document(image, path=path))
+            self._remember_recent(path)
+            self.statusBar().showMessage(
+                f"Opened {path.name} ({image.shape[1]}x{image.shape[0]}). Erase what should "
+                "change (E), then Generate (Ctrl+Enter) or Remove (Delete).",
+                10000,
+            )
+
+        run_in_background(lambda: load_image(path), opened, self.show_error)
+
+    def paste(self) -> None:
+        image = QGuiApplication.clipboard().image()
+        if image.isNull():
+            self.statusBar().showMessage("The clipboard holds no picture.", 5000)
+            return
+        if not self.confirm_discard():
+            return
+        self.set_document(Document(array_from_qimage(image)))
+        self.statusBar().showMessage("Pasted a picture from the clipboard.", 5000)
+
+    def copy(self) -> None:
+        candidate = self.session.shown_candidate()
+        if candidate is not None:
+            image = candidate.image
+        elif self._document() is not None:
+            image = qimage_of(self._document().image)
+        else:
+            return
+        QGuiApplication.clipboard().setImage(image)
+        self.statusBar().showMessage("Copied to the clipboard.", 3000)
+
+    def export_dialog(self) -> bool:
+        document = self._document()
+        if document is None:
+            return False
+        start = document.path.with_suffix(".png") if document.path else Path.home() / "untitled.png"
+        path, _ = QFileDialog.getSaveFileName(self, "Export picture", str(start), EXPORT_FILTER)
+        if not path:
+            return False
+        self.export_to(path)
+        return True
+
+    def export_to(self, path: str | Path) -> None:
+        """Write the picture (with its generation parameters) on a background thread."""
+        path = Path(path)
+        if path.suffix.lower() not in FORMATS:
+            path = path.with_suffix(".png")
+        document = self._document()
+        snapshot, parameters = document.image.copy(), self.session.parameters
+        edits = self._edits
+        self.statusBar().showMessage(f"Exporting {path.name} …")
+
+        def saved(_result) -> None:
+            self.statusBar().showMessage(f"Exported {path}.", 5000)
+            if document is self._document() and edits == self._edits:
+                document.mark_saved()  # what is on disk is what is on screen
+                self._update_title()
+            self._remember_recent(path)
+
+        run_in_background(lambda: save_image(path, snapshot, parameters), saved, self.show_error)
+
+    def show_error(self, message: str) -> None:
+        """Status bar and a window-modal message box that does not block the event loop."""
+        log.warning("%s", message)
+        self.statusBar().showMessage(message)
+        box = QMessageBox(
+            QMessageBox.Icon.Warning, "SD Studio", message, QMessageBox.StandardButton.Ok, self
+        )
+        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        box.open()
+        self.error_box = box
+
+    def _remember_recent(self, path: Path) -> None:
+        recent = [str(path)] + [p for p in self._recent() if p != str(path)]
+        self.settings.setValue("files/recent", recent[:MAX_RECENT])
+        self.settings.setValue("files/last_dir", str(path.parent))
+        self._fill_recent_menu()
+
+    def _recent(self) -> list[str]:
+        value = self.settings.value("files/recent", [])
+        if isinstance(value, str):
+            value = [value]
+        return [str(v) for v in value or []]
+
+    def _fill_recent_menu(self) -> None:
+        self.recent_menu.clear()
+        for path in self._recent():
+            action = self.recent_menu.addAction(path)
+            action.triggered.connect(lambda _checked=False, p=path: self.open_path(p))
+        self.recent_menu.setEnabled(bool(self._recent()))
+
+    def dragEnterEvent(self, event) -> None:  # noqa: N802
+        if event.mimeData().hasUrls() or event.mimeData().hasImage():
+            event.acceptProposedAction()
+
+    def dropEvent(self, event) -> None:  # noqa: N802
+        data = event.mimeData()
+        files = [url.toLocalFile() for url in data.urls() if url.isLocalFile()]
+        if files:
+            self.open_path(files[0])
+        elif data.hasImage() and self.confirm_discard():
+            self.set_document(Document(array_from_qimage(QImage(data.imageData()))))
+        event.acceptProposedAction()
+
+    # -- state and closing ----------------------------------------------------------------------
+
+    def _restore_state(self) -> None:
+        geometry = self.settings.value("window/geometry")
+        if geometry is not None:
+            self.restoreGeometry(geometry)
+        else:
+            self.resize(1280, 820)
+        state = self.settings.value("window/state")
+        if state is not None:
+            self.restoreState(state)
+        self.panel.restore_state(self.settings)
+        try:
+            self.set_brush_size(float(self.settings.value("tools/size", 40)))
+            self.hardness_box.setValue(int(self.settings.value("tools/hardness", 80)))
+            self.opacity_box.setValue(int(self.settings.value("tools/opacity", 100)))
+        except (TypeError, ValueError):
+            log.warning("ignoring unreadable tool settings")
+        self.set_tool(CanvasTool.ERASE)
+        self._fill_recent_menu()
+
+    def save_state(self) -> None:
+        self.settings.setValue("window/geometry", self.saveGeometry())
+        self.settings.setValue("window/state", self.saveState())
+        self.settings.setValue("tools/size", self.canvas.brush.size)
+        self.settings.setValue("tools/hardness", self.hardness_box.value())
+        self.settings.setValue("tools/opacity", self.opacity_box.value())
+        self.panel.save_state(self.settings)
+        self.settings.sync()
+
+    def _ask_discard(self) -> bool:
+        document = self._document()
+        if document is None or not document.modified:
+            return True
+        answer = QMessageBox.question(
+            self,
+            "SD Studio",
+            "The picture has changes that are not exported. Export them first?",
+            QMessageBox.StandardButton.Save
+            | QMessageBox.StandardButton.Discard
+            | QMessageBox.StandardButton.Cancel,
+        )
+        if answer == QMessageBox.StandardButton.Save:
+            return self.export_dialog()
+        return answer == QMessageBox.StandardButton.Discard
+
+    def closeEvent(self, event) -> None:  # noqa: N802
+        if not self.confirm_discard():
+            event.ignore()
+            return
+        self.save_state()
+        self.generation.shutdown()
+        self.fill.shutdown()
+        event.accept()

@@ -1,0 +1,250 @@
+"""One editing session: the document, the generation workers and the candidates they return.
+
+It decides the mode from the document (mask -> inpaint, region -> img2img, untouched blank
+canvas -> txt2img, else img2img of the picture), builds frozen requests from the panel's
+settings, forwards previews to the canvas, and keeps results as candidates until one is accepted
+into the document as one undoable step, or discarded.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtGui import QImage
+
+from sdstudio.core.document import Document
+from sdstudio.core.errors import SDStudioError
+from sdstudio.core.pixels import to_rgba8
+from sdstudio.core.region import Box
+from sdstudio.core.request import MAX_SEED, GenerationRequest, Mode, random_seed
+from sdstudio.engine.events import Finished, Started
+
+
+@dataclass(eq=False)
+class Candidate:
+    result: Finished
+    image: QImage
+    """The patch for display (8-bit RGBA, owns its memory)."""
+
+    @property
+    def box(self) -> Box:
+        return self.result.box
+
+    @property
+    def label(self) -> str:
+        request = self.result.request
+        return "fill" if request.mode is Mode.REMOVE else f"seed {request.seed}"
+
+    @property
+    def seed(self) -> int:
+        return self.result.request.seed
+
+
+def qimage_of(array: np.ndarray) -> QImage:
+    rgba = np.ascontiguousarray(to_rgba8(array))
+    height, width = rgba.shape[:2]
+    return QImage(rgba.data, width, height, width * 4, QImage.Format.Format_RGBA8888).copy()
+
+
+def decide_mode(document: Document, blank: bool) -> Mode:
+    if document.has_mask:
+        return Mode.INPAINT
+    if document.region is not None:
+        return Mode.IMG2IMG
+    if blank and not document.modified:
+        return Mode.TXT2IMG
+    return Mode.IMG2IMG
+
+
+def snap8(value: int) -> int:
+    return max(64, min(4096, value // 8 * 8))
+
+
+class EditorSession(QObject):
+    status = Signal(str)  # a message for the status bar
+    failed = Signal(str)  # a generation failed: say why and what to do
+    progress = Signal(int, int, float)  # step, total, seconds left (-1: unknown)
+    running_changed = Signal(bool)
+    candidates_changed = Signal()
+    last_seed_changed = Signal(object)  # seeds reach 2**32 - 1, past a C int
+
+    def __init__(self, canvas, panel, generation_worker, fill_worker) -> None:
+        super().__init__()
+        self.canvas, self.panel = canvas, panel
+        self.workers = (generation_worker, fill_worker)
+        self.document: Document | None = None
+        self.blank = False
+        self.candidates: list[Candidate] = []
+        self.current = -1
+        self.running = False
+        self.parameters: str | None = None  # of the last accepted result, for export
+        self._step_times: list[float] = []
+        for worker in self.workers:
+            worker.started.connect(self._on_started)
+            worker.step.connect(self._on_step)
+            worker.preview.connect(self._on_preview)
+            worker.finished.connect(self._on_finished)
+            worker.cancelled.connect(self._on_cancelled)
+            worker.failed.connect(self._on_failed)
+            worker.batch_done.connect(self._on_batch_done)
+
+    # -- document -----------------------------------------------------------------------------
+
+    def set_document(self, document: Document | None, blank: bool = False) -> None:
+        self.cancel()
+        self.document, self.blank = document, blank
+        self.discard_all()
+        self.canvas.set_document(document)
+
+    def mode(self) -> Mode | None:
+        return None if self.document is None else decide_mode(self.document, self.blank)
+
+    # -- generation ---------------------------------------------------------------------------
+
+    def requests(self, mode: Mode) -> list[GenerationRequest]:
+        """Frozen requests for the panel's settings, one per image of the batch."""
+        document = self.document
+        assert document is not None
+        s = self.panel.settings()
+        seed = s["seed"] if s["seed"] is not None else random_seed()
+        fields = {
+            "mode": mode,
+            "prompt": s["prompt"],
+            "negative_prompt": s["negative_prompt"],
+            "model": s["model"],
+            "steps": s["steps"],
+            "guidance": s["guidance"],
+            "strength": s["strength"],
+            "scheduler": s["scheduler"],
+            "padding": s["padding"],
+            "mask_blur": s["mask_blur"],
+        }
+        if mode is Mode.TXT2IMG:
+            fields.update(width=snap8(document.width), height=snap8(document.height))
+        else:
+            fields["image"] = document.image
+            fields["mask"] = document.mask if mode in (Mode.INPAINT, Mode.REMOVE) else None
+            fields["region"] = document.region if mode is Mode.IMG2IMG else None
+        first = GenerationRequest(seed=seed, **fields)
+        return [first] + [
+            first.with_(seed=(seed + k) % (MAX_SEED + 1)) for k in range(1, s["batch_count"])
+        ]
+
+    def generate(self) -> None:
+        self._run(self.workers[0], self.mode())
+
+    def remove(self) -> None:
+        """Fill what the mask covers from its surroundings (no model)."""
+        if self.document is not None and not self.document.has_mask:
+            self.status.emit("Nothing to remove: erase the object with the eraser (E) first.")
+            return
+        self._run(self.workers[1], Mode.REMOVE)
+
+    def _run(self, worker, mode: Mode | None) -> None:
+        if self.document is None or mode is None:
+            self.status.emit("Open or paste a picture first (Ctrl+O, Ctrl+V), or make a new one.")
+            return
+        if self.running:
+            self.status.emit("Already generating: wait, or cancel with Esc.")
+            return
+        try:
+            requests = self.requests(mode)
+        except SDStudioError as error:
+            self.status.emit(str(error))
+            return
+        self._set_running(True)
+        self.last_seed_changed.emit(requests[0].seed)
+        worker.submit(requests)
+
+    def cancel(self) -> None:
+        if self.running:
+            for worker in self.workers:
+                worker.cancel()
+
+    def _set_running(self, running: bool) -> None:
+        if running != self.running:
+            self.running = running
+            self.running_changed.emit(running)
+
+    # -- worker events (GUI thread) -----------------------------------------------------------
+
+    def _on_started(self, event: Started) -> None:
+        self._step_times = [time.perf_counter()]
+        self.status.emit(f"{event.mode.value}: working on {event.box} ...")
+        self.progress.emit(0, event.total_steps, -1.0)
+
+    def _on_step(self, index: int, total: int) -> None:
+        now = time.perf_counter()
+        self._step_times.append(now)
+        per_step = (now - self._step_times[0]) / max(1, len(self._step_times) - 1)
+        self.progress.emit(index, total, per_step * (total - index))
+
+    def _on_preview(self, image: QImage, box: Box) -> None:
+        self.canvas.set_preview(image, box)
+
+    def _on_finished(self, result: Finished) -> None:
+        self.canvas.set_preview(None)
+        self.candidates.append(Candidate(result, qimage_of(result.patch)))
+        self.select(len(self.candidates) - 1)
+        self.status.emit(
+            f"Result {len(self.candidates)} (seed {result.request.seed}): Enter accepts, "
+            "Left/Right steps through results, Backspace discards."
+        )
+
+    def _on_cancelled(self) -> None:
+        self.canvas.set_preview(None)
+        self.status.emit("Cancelled; the picture is unchanged.")
+
+    def _on_failed(self, message: str) -> None:
+        self.canvas.set_preview(None)
+        self.failed.emit(message)
+
+    def _on_batch_done(self) -> None:
+        self._set_running(False)
+        self.progress.emit(0, 0, -1.0)
+
+    # -- candidates ---------------------------------------------------------------------------
+
+    def select(self, index: int) -> None:
+        if not self.candidates:
+            self.current = -1
+            self.canvas.set_candidate(None)
+        else:
+            self.current = max(0, min(index, len(self.candidates) - 1))
+            candidate = self.candidates[self.current]
+            self.canvas.set_candidate(candidate.image, candidate.box)
+        self.candidates_changed.emit()
+
+    def step_candidate(self, delta: int) -> None:
+        if self.candidates:
+            self.select((self.current + delta) % len(self.candidates))
+
+    def accept(self) -> bool:
+        """Put the shown candidate into the document (one undo step); drop the others."""
+        if self.document is None or self.current < 0:
+            return False
+        candidate = self.candidates[self.current]
+        clear = candidate.result.request.mode in (Mode.INPAINT, Mode.REMOVE)
+        self.document.apply_patch(
+            candidate.box, candidate.result.patch, label="Accept result", clear_mask=clear
+        )
+        self.parameters = candidate.result.parameters
+        self.blank = False
+        self.discard_all()
+        self.status.emit("Result accepted (Ctrl+Z undoes it).")
+        return True
+
+    def discard(self) -> None:
+        if self.current >= 0:
+            del self.candidates[self.current]
+            self.select(self.current)
+
+    def discard_all(self) -> None:
+        self.candidates.clear()
+        self.select(-1)
+
+    def shown_candidate(self) -> Candidate | None:
+        return self.candidates[self.current] if self.current >= 0 else None

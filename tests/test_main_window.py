@@ -1,0 +1,283 @@
+"""The editor window, driven as a person would: strokes, generate, previews, accept, undo."""
+
+import subprocess
+import sys
+import threading
+
+import numpy as np
+import pytest
+from PySide6.QtCore import QEvent, QPointF, QSettings, Qt
+from PySide6.QtGui import QMouseEvent
+from PySide6.QtWidgets import QApplication
+
+from sdstudio.core.document import Document
+from sdstudio.core.imageio import load_image, read_parameters, save_image
+from sdstudio.core.mask import blend_alpha
+from sdstudio.engine.fake import FakeEngine
+from sdstudio.qt.canvas import CanvasTool
+from sdstudio.qt.main_window import MainWindow
+
+
+@pytest.fixture
+def make_window(qtbot, tmp_path):
+    windows = []
+
+    def make(engine=None):
+        settings = QSettings(
+            str(tmp_path / f"settings{len(windows)}.ini"), QSettings.Format.IniFormat
+        )
+        window = MainWindow(settings=settings, engine_factory=lambda: engine or FakeEngine(steps=4))
+        window.confirm_discard = lambda: True
+        qtbot.addWidget(window)
+        window.resize(1000, 700)
+        window.show()
+        qtbot.waitExposed(window)
+        windows.append(window)
+        return window
+
+    yield make
+    for window in windows:
+        window.generation.shutdown()
+        window.fill.shutdown()
+
+
+def send_mouse(widget, kind, point: QPointF, buttons=Qt.MouseButton.LeftButton):
+    button = Qt.MouseButton.LeftButton if kind != QEvent.Type.MouseMove else Qt.MouseButton.NoButton
+    event = QMouseEvent(
+        kind, point, widget.mapToGlobal(point), button, buttons, Qt.KeyboardModifier.NoModifier
+    )
+    QApplication.sendEvent(widget, event)
+
+
+def drag(canvas, points_in_image):
+    widget_points = [canvas.to_widget(QPointF(x, y)) for x, y in points_in_image]
+    send_mouse(canvas, QEvent.Type.MouseButtonPress, widget_points[0])
+    for point in widget_points[1:]:
+        send_mouse(canvas, QEvent.Type.MouseMove, point)
+    send_mouse(canvas, QEvent.Type.MouseButtonRelease, widget_points[-1], Qt.MouseButton.NoButton)
+
+
+def open_photo(qtbot, window, tmp_path, photo):
+    path = tmp_path / "photo.png"
+    save_image(path, photo)
+    window.open_path(path)
+    qtbot.waitUntil(lambda: getattr(window.session.document, "path", None) == path, timeout=5000)
+    return window.session.document
+
+
+def test_fast_stroke_masks_its_whole_path(qtbot, make_window, tmp_path, photo):
+    window = make_window()
+    document = open_photo(qtbot, window, tmp_path, photo)
+    window.set_tool(CanvasTool.ERASE)
+    window.set_brush_size(6)
+    drag(window.canvas, [(20, 20), (180, 110)])  # one fast move across the picture
+    for t in np.linspace(0, 1, 50):
+        x, y = 20 + t * 160, 20 + t * 90
+        assert document.mask[int(round(y)), int(round(x))] > 0, (x, y)
+    assert document.mask[120, 20] == 0
+    np.testing.assert_array_equal(document.image, photo)  # erasing never touches the picture
+    assert window.session.mode().value == "inpaint"
+
+
+def test_paint_then_undo_restores_picture_bit_exact(qtbot, make_window, tmp_path, photo):
+    window = make_window()
+    document = open_photo(qtbot, window, tmp_path, photo)
+    window.set_tool(CanvasTool.PAINT)
+    window.canvas.paint_color = (255, 255, 0)
+    drag(window.canvas, [(30, 30), (100, 60), (150, 30)])
+    assert not np.array_equal(document.image, photo)
+    window.undo()
+    np.testing.assert_array_equal(document.image, photo)
+    window.redo()
+    assert not np.array_equal(document.image, photo)
+
+
+def test_generate_previews_candidate_accept_undo(qtbot, make_window, tmp_path, photo, edge_mask):
+    # steps slower than the 30 fps preview throttle, as real steps are: every preview arrives
+    window = make_window(FakeEngine(steps=4, color=(0, 0, 255), delay=0.05))
+    document = open_photo(qtbot, window, tmp_path, photo)
+    document.set_mask(edge_mask)
+    shown = []
+    original_set_preview = window.canvas.set_preview
+
+    def spy(image, box=None):
+        if image is not None:
+            assert threading.current_thread() is threading.main_thread()  # no widget off-thread
+            shown.append(box)
+        original_set_preview(image, box)
+
+    window.canvas.set_preview = spy
+    window.session.generate()
+    qtbot.waitUntil(lambda: len(window.session.candidates) == 1, timeout=5000)
+    qtbot.waitUntil(lambda: not window.session.running, timeout=5000)
+    assert len(shown) == 4  # one preview per step reached the canvas, in the generated box
+    assert window.strip.list.count() == 1
+    np.testing.assert_array_equal(document.image, photo)  # a candidate is not yet the picture
+    assert window.session.accept()
+    outside = blend_alpha(edge_mask, 4) == 0
+    np.testing.assert_array_equal(document.image[outside], photo[outside])
+    assert (document.image[edge_mask > 0] == (0, 0, 255)).all()
+    assert not document.has_mask  # accepted: the erased area is filled
+    window.undo()  # one step undoes the whole accept
+    np.testing.assert_array_equal(document.image, photo)
+    np.testing.assert_array_equal(document.mask, edge_mask)
+
+
+def test_batch_gives_candidates_to_step_through(qtbot, make_window, tmp_path, photo, edge_mask):
+    window = make_window(FakeEngine(steps=2))
+    document = open_photo(qtbot, window, tmp_path, photo)
+    document.set_mask(edge_mask)
+    window.panel.apply({"batch_count": 3, "seed": 10})
+    window.session.generate()
+    qtbot.waitUntil(lambda: len(window.session.candidates) == 3, timeout=5000)
+    assert [c.seed for c in window.session.candidates] == [10, 11, 12]
+    window.session.step_candidate(1)
+    assert window.session.current == 0  # wraps from the last to the first
+    window.session.discard()
+    assert len(window.session.candidates) == 2
+    window.session.generate()  # re-generating keeps the earlier candidates
+    qtbot.waitUntil(lambda: len(window.session.candidates) == 5, timeout=5000)
+
+
+def test_cancel_mid_run_changes_nothing(qtbot, make_window, tmp_path, photo, edge_mask):
+    window = make_window(FakeEngine(steps=100, delay=0.02))
+    document = open_photo(qtbot, window, tmp_path, photo)
+    document.set_mask(edge_mask)
+    steps = []
+    window.generation.step.connect(lambda i, n: steps.append(i))
+    window.session.generate()
+    qtbot.waitUntil(lambda: len(steps) >= 2, timeout=5000)
+    window.session.cancel()
+    qtbot.waitUntil(lambda: not window.session.running, timeout=5000)
+    assert window.session.candidates == []
+    np.testing.assert_array_equal(document.image, photo)
+    assert "Cancelled" in window.statusBar().currentMessage()
+
+
+def test_closing_during_a_run_stops_the_worker(qtbot, make_window, tmp_path, photo, edge_mask):
+    window = make_window(FakeEngine(steps=1000, delay=0.01))
+    document = open_photo(qtbot, window, tmp_path, photo)
+    document.set_mask(edge_mask)
+    steps = []
+    window.generation.step.connect(lambda i, n: steps.append(i))
+    window.session.generate()
+    qtbot.waitUntil(lambda: len(steps) >= 1, timeout=5000)
+    assert window.close()
+    assert not window.generation.is_running() and not window.fill.is_running()
+
+
+def test_remove_without_model_then_export_carries_parameters(
+    qtbot, make_window, tmp_path, photo, edge_mask
+):
+    window = make_window()
+    document = open_photo(qtbot, window, tmp_path, photo)
+    document.set_mask(edge_mask)
+    window.session.remove()
+    qtbot.waitUntil(lambda: len(window.session.candidates) == 1, timeout=5000)
+    window.session.accept()
+    out = tmp_path / "out.png"
+    window.export_to(out)
+    qtbot.waitUntil(lambda: out.exists() and not window.windowTitle().startswith("*"), timeout=5000)
+    result = load_image(out)
+    np.testing.assert_array_equal(result, document.image)
+    assert "OpenCV Telea" in read_parameters(out)
+
+
+def test_unreadable_file_is_a_message_not_a_crash(qtbot, make_window, tmp_path):
+    window = make_window()
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a picture")
+    window.open_path(bad)
+    qtbot.waitUntil(lambda: getattr(window, "error_box", None) is not None, timeout=5000)
+    assert "broken.png" in window.error_box.text() and window.session.document is None
+
+
+def test_generation_failure_is_shown_and_changes_nothing(
+    qtbot, make_window, tmp_path, photo, edge_mask
+):
+    window = make_window(FakeEngine(steps=3, fail_at=2))
+    document = open_photo(qtbot, window, tmp_path, photo)
+    document.set_mask(edge_mask)
+    window.session.generate()
+    qtbot.waitUntil(lambda: getattr(window, "error_box", None) is not None, timeout=5000)
+    assert "step 2" in window.error_box.text()
+    qtbot.waitUntil(lambda: not window.session.running, timeout=5000)
+    assert window.session.candidates == [] and np.array_equal(document.image, photo)
+
+
+def test_mode_follows_the_document(qtbot, make_window, tmp_path, photo, edge_mask):
+    window = make_window()
+    window.new_canvas()
+    assert window.session.mode().value == "txt2img"
+    document = open_photo(qtbot, window, tmp_path, photo)
+    assert window.session.mode().value == "img2img"
+    document.set_mask(edge_mask)
+    assert window.session.mode().value == "inpaint"
+
+
+def test_settings_persist_between_windows(qtbot, tmp_path):
+    path = str(tmp_path / "persist.ini")
+    first = MainWindow(
+        settings=QSettings(path, QSettings.Format.IniFormat), engine_factory=FakeEngine
+    )
+    qtbot.addWidget(first)
+    first.confirm_discard = lambda: True
+    first.set_brush_size(77)
+    first.panel.apply({"prompt": "a lighthouse", "steps": 33})
+    first.close()
+    second = MainWindow(
+        settings=QSettings(path, QSettings.Format.IniFormat), engine_factory=FakeEngine
+    )
+    qtbot.addWidget(second)
+    second.confirm_discard = lambda: True
+    assert second.canvas.brush.size == 77
+    assert second.panel.settings()["prompt"] == "a lighthouse"
+    assert second.panel.settings()["steps"] == 33
+    second.close()
+
+
+def test_end_to_end_with_a_tiny_pipeline(
+    qtbot, make_window, tmp_path, photo, edge_mask, sd1_inpaint_model
+):
+    from sdstudio.engine.diffusers_engine import DiffusersEngine
+    from sdstudio.engine.pipelines import PipelineCache
+
+    window = make_window(DiffusersEngine(PipelineCache(device="cpu")))
+    document = open_photo(qtbot, window, tmp_path, photo)
+    document.set_mask(edge_mask)
+    window.panel.apply({"model": sd1_inpaint_model, "steps": 2, "strength": 1.0, "seed": 3})
+    previews = []
+    window.generation.preview.connect(lambda image, box: previews.append(box))
+    window.session.generate()
+    qtbot.waitUntil(lambda: len(window.session.candidates) == 1, timeout=60000)
+    assert previews
+    window.session.accept()
+    outside = blend_alpha(edge_mask, 4) == 0
+    np.testing.assert_array_equal(document.image[outside], photo[outside])
+
+
+def test_window_appears_before_torch_is_imported(tmp_path):
+    code = (
+        "import sys\n"
+        "from PySide6.QtCore import QSettings\n"
+        "from PySide6.QtWidgets import QApplication\n"
+        "from sdstudio.qt.main_window import MainWindow\n"
+        "app = QApplication([])\n"
+        f"w = MainWindow(settings=QSettings({str(tmp_path / 's.ini')!r}, QSettings.Format.IniFormat))\n"
+        "w.show(); app.processEvents()\n"
+        "print('torch' in sys.modules, 'diffusers' in sys.modules, w.isVisible())\n"
+        "w.confirm_discard = lambda: True; w.close()\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**__import__("os").environ, "QT_QPA_PLATFORM": "offscreen"},
+    )
+    assert out.stdout.split() == ["False", "False", "True"], out.stderr
+
+
+def test_document_blank_is_white():
+    document = Document.blank(64, 48)
+    assert document.image.shape == (48, 64, 3) and (document.image == 255).all()
