@@ -10,20 +10,20 @@ on a tiny random SD1 inpainting model saved to a temporary folder.
     python benchmarks/bench_responsiveness.py [--runs 2] [--torch-threads 0]
 
 Start-up variants, tried because importing torch holds the GIL:
-  default       import as the engine does
+  default       a plain import
   switch=0.5ms  ``sys.setswitchinterval(0.0005)`` during the import (default 5 ms)
   preload       ``dlopen`` torch's shared libraries first through a ctypes call to libc's
                 ``dlopen`` (a foreign call lets go of the GIL; ``import`` and ``ctypes.CDLL``
                 do not), then import
-  quiet         preload, and the garbage collector off while torch, transformers and
-                diffusers import, then ``gc.freeze()``: full collections over the millions of
-                objects those imports make hold the GIL for 50-300 ms each
+  quiet         what the editor does (sdstudio.engine.warmup.import_quietly): preload, and
+                the garbage collector off while torch, transformers and diffusers import, then
+                ``gc.freeze()``: full collections over the millions of objects those imports
+                make hold the GIL for 50-300 ms each
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import subprocess
@@ -87,7 +87,7 @@ def child(model: str, variant: str, torch_threads: int) -> dict:
     from PySide6.QtWidgets import QApplication
 
     from sdstudio.core.request import GenerationRequest, Mode
-    from sdstudio.engine.warmup import preload_torch_libraries
+    from sdstudio.engine.warmup import import_quietly, preload_torch_libraries
     from sdstudio.qt.worker import GenerationWorker
 
     assert "torch" not in sys.modules
@@ -99,24 +99,17 @@ def child(model: str, variant: str, torch_threads: int) -> dict:
         old = sys.getswitchinterval()
         if variant == "switch":
             sys.setswitchinterval(0.0005)
-        if variant == "quiet":
-            gc.disable()  # a full collection over torch's objects holds the GIL 50-300 ms
         try:
-            if variant in ("preload", "quiet"):
+            if variant == "preload":
                 preload_torch_libraries()
                 marks["preloaded"] = time.perf_counter()
+            if variant == "quiet":  # what the editor's engine factory does
+                import_quietly()
             import torch
 
             marks["import_end"] = time.perf_counter()
-            if variant == "quiet":  # the rest of the heavy imports, while the GC is off
-                import diffusers
-                import transformers  # noqa: F401
-
-                diffusers.StableDiffusionInpaintPipeline  # noqa: B018 - a lazy import
-                gc.freeze()  # start-up objects are permanent: later collections skip them
         finally:
             sys.setswitchinterval(old)
-            gc.enable()
         if torch_threads:
             torch.set_num_threads(torch_threads)
         from sdstudio.engine.diffusers_engine import DiffusersEngine

@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
-import numpy as np
 from PySide6.QtCore import QSettings, Qt
-from PySide6.QtGui import QAction, QColor, QGuiApplication, QIcon, QImage, QKeySequence, QPixmap
+from PySide6.QtGui import QAction, QColor, QIcon, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
     QColorDialog,
     QDockWidget,
-    QFileDialog,
     QLabel,
     QMainWindow,
-    QMessageBox,
     QProgressBar,
     QSpinBox,
     QToolBar,
@@ -22,19 +18,14 @@ from PySide6.QtWidgets import (
 
 from sdstudio.core.brush import BrushSettings
 from sdstudio.core.document import Document
-from sdstudio.core.imageio import FORMATS, load_image, save_image
 from sdstudio.qt.candidate_strip import CandidateStrip
 from sdstudio.qt.canvas import Canvas, CanvasTool
+from sdstudio.qt.files import FileHandling
 from sdstudio.qt.panel import GenerationPanel
-from sdstudio.qt.session import EditorSession, qimage_of
-from sdstudio.qt.tasks import run_in_background
+from sdstudio.qt.session import EditorSession
 from sdstudio.qt.worker import GenerationWorker
 
 log = logging.getLogger(__name__)
-
-OPEN_FILTER = "Pictures (*.png *.jpg *.jpeg *.webp *.tif *.tiff *.bmp *.gif);;All files (*)"
-EXPORT_FILTER = "PNG (*.png);;JPEG (*.jpg *.jpeg);;WebP (*.webp);;TIFF (*.tif *.tiff)"
-MAX_RECENT = 10
 
 
 def _diffusers_engine():
@@ -52,16 +43,7 @@ def _fill_engine():
     return ClassicalFillEngine()
 
 
-def array_from_qimage(image: QImage) -> np.ndarray:
-    """A pasted or dropped QImage -> RGB (or RGBA when it has transparency) uint8 array."""
-    rgba = image.convertToFormat(QImage.Format.Format_RGBA8888)
-    width, height = rgba.width(), rgba.height()
-    buffer = np.frombuffer(rgba.constBits(), np.uint8, count=rgba.sizeInBytes())
-    array = buffer.reshape(height, rgba.bytesPerLine())[:, : width * 4].reshape(height, width, 4)
-    return array.copy() if array[:, :, 3].min() < 255 else array[:, :, :3].copy()
-
-
-class MainWindow(QMainWindow):
+class MainWindow(FileHandling, QMainWindow):
     def __init__(
         self, settings: QSettings | None = None, engine_factory=None, fill_factory=None
     ) -> None:
@@ -352,132 +334,6 @@ class MainWindow(QMainWindow):
         document.add_listener(self._on_edit)
         self._update_mode()
 
-    # -- files ----------------------------------------------------------------------------------
-
-    def new_canvas(self) -> None:
-        if not self.confirm_discard():
-            return
-        s = self.panel.settings()
-        self.set_document(Document.blank(s["width"], s["height"]), blank=True)
-
-    def open_dialog(self) -> None:
-        start = self.settings.value("files/last_dir", str(Path.home()))
-        path, _ = QFileDialog.getOpenFileName(self, "Open picture", str(start), OPEN_FILTER)
-        if path:
-            self.open_path(path)
-
-    def open_path(self, path: str | Path) -> None:
-        """Read the picture on a background thread; the window stays responsive."""
-        if not self.confirm_discard():
-            return
-        path = Path(path)
-        self.statusBar().showMessage(f"Opening {path.name} …")
-
-        def opened(image: np.ndarray) -> None:
-            self.set_document(Document(image, path=path))
-            self._remember_recent(path)
-            self.statusBar().showMessage(
-                f"Opened {path.name} ({image.shape[1]}x{image.shape[0]}). Erase what should "
-                "change (E), then Generate (Ctrl+Enter) or Remove (Delete).",
-                10000,
-            )
-
-        run_in_background(lambda: load_image(path), opened, self.show_error)
-
-    def paste(self) -> None:
-        image = QGuiApplication.clipboard().image()
-        if image.isNull():
-            self.statusBar().showMessage("The clipboard holds no picture.", 5000)
-            return
-        if not self.confirm_discard():
-            return
-        self.set_document(Document(array_from_qimage(image)))
-        self.statusBar().showMessage("Pasted a picture from the clipboard.", 5000)
-
-    def copy(self) -> None:
-        candidate = self.session.shown_candidate()
-        if candidate is not None:
-            image = candidate.image
-        elif self._document() is not None:
-            image = qimage_of(self._document().image)
-        else:
-            return
-        QGuiApplication.clipboard().setImage(image)
-        self.statusBar().showMessage("Copied to the clipboard.", 3000)
-
-    def export_dialog(self) -> bool:
-        document = self._document()
-        if document is None:
-            return False
-        start = document.path.with_suffix(".png") if document.path else Path.home() / "untitled.png"
-        path, _ = QFileDialog.getSaveFileName(self, "Export picture", str(start), EXPORT_FILTER)
-        if not path:
-            return False
-        self.export_to(path)
-        return True
-
-    def export_to(self, path: str | Path) -> None:
-        """Write the picture (with its generation parameters) on a background thread."""
-        path = Path(path)
-        if path.suffix.lower() not in FORMATS:
-            path = path.with_suffix(".png")
-        document = self._document()
-        snapshot, parameters = document.image.copy(), self.session.parameters
-        edits = self._edits
-        self.statusBar().showMessage(f"Exporting {path.name} …")
-
-        def saved(_result) -> None:
-            self.statusBar().showMessage(f"Exported {path}.", 5000)
-            if document is self._document() and edits == self._edits:
-                document.mark_saved()  # what is on disk is what is on screen
-                self._update_title()
-            self._remember_recent(path)
-
-        run_in_background(lambda: save_image(path, snapshot, parameters), saved, self.show_error)
-
-    def show_error(self, message: str) -> None:
-        """Status bar and a window-modal message box that does not block the event loop."""
-        log.warning("%s", message)
-        self.statusBar().showMessage(message)
-        box = QMessageBox(
-            QMessageBox.Icon.Warning, "SD Studio", message, QMessageBox.StandardButton.Ok, self
-        )
-        box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-        box.open()
-        self.error_box = box
-
-    def _remember_recent(self, path: Path) -> None:
-        recent = [str(path)] + [p for p in self._recent() if p != str(path)]
-        self.settings.setValue("files/recent", recent[:MAX_RECENT])
-        self.settings.setValue("files/last_dir", str(path.parent))
-        self._fill_recent_menu()
-
-    def _recent(self) -> list[str]:
-        value = self.settings.value("files/recent", [])
-        if isinstance(value, str):
-            value = [value]
-        return [str(v) for v in value or []]
-
-    def _fill_recent_menu(self) -> None:
-        self.recent_menu.clear()
-        for path in self._recent():
-            action = self.recent_menu.addAction(path)
-            action.triggered.connect(lambda _checked=False, p=path: self.open_path(p))
-        self.recent_menu.setEnabled(bool(self._recent()))
-
-    def dragEnterEvent(self, event) -> None:  # noqa: N802
-        if event.mimeData().hasUrls() or event.mimeData().hasImage():
-            event.acceptProposedAction()
-
-    def dropEvent(self, event) -> None:  # noqa: N802
-        data = event.mimeData()
-        files = [url.toLocalFile() for url in data.urls() if url.isLocalFile()]
-        if files:
-            self.open_path(files[0])
-        elif data.hasImage() and self.confirm_discard():
-            self.set_document(Document(array_from_qimage(QImage(data.imageData()))))
-        event.acceptProposedAction()
-
     # -- state and closing ----------------------------------------------------------------------
 
     def _restore_state(self) -> None:
@@ -507,22 +363,6 @@ class MainWindow(QMainWindow):
         self.settings.setValue("tools/opacity", self.opacity_box.value())
         self.panel.save_state(self.settings)
         self.settings.sync()
-
-    def _ask_discard(self) -> bool:
-        document = self._document()
-        if document is None or not document.modified:
-            return True
-        answer = QMessageBox.question(
-            self,
-            "SD Studio",
-            "The picture has changes that are not exported. Export them first?",
-            QMessageBox.StandardButton.Save
-            | QMessageBox.StandardButton.Discard
-            | QMessageBox.StandardButton.Cancel,
-        )
-        if answer == QMessageBox.StandardButton.Save:
-            return self.export_dialog()
-        return answer == QMessageBox.StandardButton.Discard
 
     def closeEvent(self, event) -> None:  # noqa: N802
         if not self.confirm_discard():
