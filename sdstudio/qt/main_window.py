@@ -353,6 +353,7 @@ class MainWindow(FileHandling, QMainWindow):
         except (TypeError, ValueError):
             log.warning("ignoring unreadable tool settings")
         self.set_tool(CanvasTool.ERASE)
+        self._show_color()
         self._fill_recent_menu()
 
     def save_state(self) -> None:
