@@ -70,11 +70,13 @@ def main() -> int:
                     paint_times.append((time.perf_counter() - start) * 1e3)
             stroke.end()
             app.processEvents()
-            print(f"zoom {zoom_name:4s} {tool.value:5s} size 40: dab+canvas median "
-                  f"{statistics.median(dab_times):.3f} ms, p99 {percentile(dab_times, 99):.3f} ms; "
-                  f"repaint {statistics.mean(areas):.0f} widget px per dab "
-                  f"({100 * statistics.mean(areas) / (canvas.width() * canvas.height()):.2f}% of "
-                  f"the view); painting an 80x80 area {statistics.median(paint_times):.2f} ms")
+            print(
+                f"zoom {zoom_name:4s} {tool.value:5s} size 40: dab+canvas median "
+                f"{statistics.median(dab_times):.3f} ms, p99 {percentile(dab_times, 99):.3f} ms; "
+                f"repaint {statistics.mean(areas):.0f} widget px per dab "
+                f"({100 * statistics.mean(areas) / (canvas.width() * canvas.height()):.2f}% of "
+                f"the view); painting an 80x80 area {statistics.median(paint_times):.2f} ms"
+            )
     canvas.close()
     return 0
 

@@ -157,6 +157,11 @@ class EditorSession(QObject):
             return
         self._set_running(True)
         self.last_seed_changed.emit(requests[0].seed)
+        if mode is not Mode.REMOVE:
+            self.status.emit(
+                f"Starting {mode.value} with {requests[0].model} (the first run loads the model; "
+                "this takes a while) …"
+            )
         worker.submit(requests)
 
     def cancel(self) -> None:
