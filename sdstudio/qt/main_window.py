@@ -166,6 +166,8 @@ class MainWindow(FileHandling, QMainWindow):
             ["["],
         )
         self.color_action = self._action(tools, "Brush &colour…", self.choose_color, ["C"])
+        models = menus.addMenu("&Models")
+        self._action(models, "Model &library…", self.show_model_library, ["Ctrl+L"])
         generate = menus.addMenu("&Generate")
         self._action(generate, "&Generate", self.session.generate, ["Ctrl+Return", "Ctrl+Enter"])
         self._action(generate, "&Cancel", self.session.cancel, ["Esc"])
@@ -237,6 +239,25 @@ class MainWindow(FileHandling, QMainWindow):
         if index:
             left = f", about {seconds_left:.0f} s left" if seconds_left >= 0 else ""
             self.statusBar().showMessage(f"Step {index}/{total}{left} (Esc cancels)")
+
+    def show_model_library(self) -> None:
+        from sdstudio.qt.model_library import ModelLibraryDialog
+
+        dialog = ModelLibraryDialog(self.settings, self)
+        dialog.model_chosen.connect(self._use_model)
+        dialog.lora_chosen.connect(self._insert_lora)
+        dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.open()
+        self.library_dialog = dialog
+
+    def _use_model(self, reference: str) -> None:
+        self.panel.add_recent_model(reference)
+        self.panel.apply({"model": reference})
+        self.statusBar().showMessage(f"Model: {reference}", 5000)
+
+    def _insert_lora(self, tag: str) -> None:
+        prompt = self.panel.settings()["prompt"].rstrip()
+        self.panel.apply({"prompt": f"{prompt} {tag}".strip()})
 
     # -- tools ----------------------------------------------------------------------------------
 

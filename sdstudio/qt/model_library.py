@@ -1,0 +1,269 @@
+"""The model library dialog: models found on disk with family and kind (or why they cannot be
+used), LoRAs to insert into the prompt, and presets to download with progress and cancel.
+Scanning and downloads run off the GUI thread."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from PySide6.QtCore import QObject, QSettings, Qt, QUrl, Signal
+from PySide6.QtGui import QBrush, QColor, QDesktopServices
+from PySide6.QtWidgets import (
+    QDialog,
+    QFileDialog,
+    QHBoxLayout,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QTreeWidget,
+    QTreeWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from sdstudio.core.errors import SDStudioError
+from sdstudio.core.paths import loras_dir, models_dir
+from sdstudio.engine.library import PRESETS, ModelEntry, human_size, scan_adapters, scan_library
+from sdstudio.qt.tasks import run_in_background
+
+FOLDER_KEY = "models/folder"
+
+
+def models_folder(settings: QSettings) -> Path:
+    value = settings.value(FOLDER_KEY)
+    return Path(str(value)) if value else models_dir()
+
+
+class _DownloadSignals(QObject):
+    progress = Signal(object, object, float)  # done, total (Python ints: past 2 GB)
+    done = Signal(str)
+    failed = Signal(str)
+
+
+class Download:
+    """One hub download on a plain thread; its signals arrive on the GUI thread."""
+
+    def __init__(self, repo_id: str) -> None:
+        self.repo_id = repo_id
+        self.cancel = threading.Event()
+        self.signals = _DownloadSignals()
+        self.thread = threading.Thread(target=self._run, name=f"download {repo_id}", daemon=True)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def _run(self) -> None:
+        from sdstudio.engine.downloads import DownloadCancelled, download_model
+
+        try:
+            folder = download_model(self.repo_id, self.signals.progress.emit, self.cancel)
+        except DownloadCancelled:
+            self.signals.failed.emit("Download cancelled; what was fetched is kept for next time.")
+        except SDStudioError as error:
+            self.signals.failed.emit(str(error))
+        else:
+            self.signals.done.emit(str(folder))
+
+
+class ModelLibraryDialog(QDialog):
+    model_chosen = Signal(str)
+    lora_chosen = Signal(str)
+
+    def __init__(self, settings: QSettings, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setWindowTitle("Model library")
+        self.resize(860, 620)
+        self.settings = settings
+        self.downloads: dict[str, Download] = {}
+        self.folder_label = QLabel()
+        change = QPushButton("Change folder…")
+        change.clicked.connect(self._change_folder)
+        show = QPushButton("Show folder")
+        show.clicked.connect(self._show_folder)
+        rescan = QPushButton("Rescan")
+        rescan.clicked.connect(self.rescan)
+        self.models = self._tree(["Model", "Family", "Kind", "Size", "Where"])
+        self.models.itemDoubleClicked.connect(lambda item, _col: self._use(item))
+        use = QPushButton("Use this model")
+        use.clicked.connect(lambda: self._use(self.models.currentItem()))
+        self.loras = self._tree(["LoRA", "Insert into the prompt as"])
+        insert = QPushButton("Insert into prompt")
+        insert.clicked.connect(self._insert_lora)
+        self.presets = self._tree(["Download", "Family", "Kind", "About", "Size"])
+        self.download_button = QPushButton("Download")
+        self.download_button.clicked.connect(self._download)
+        self.cancel_button = QPushButton("Cancel download")
+        self.cancel_button.clicked.connect(self._cancel_downloads)
+        self.cancel_button.setEnabled(False)
+        self.progress = QProgressBar()
+        self.progress.setVisible(False)
+        self.status = QLabel("")
+        self.status.setWordWrap(True)
+
+        layout = QVBoxLayout(self)
+        top = QHBoxLayout()
+        for widget in (self.folder_label, change, show, rescan):
+            top.addWidget(widget)
+        top.insertStretch(1)
+        layout.addLayout(top)
+        layout.addWidget(self.models, 3)
+        layout.addLayout(_row(use))
+        layout.addWidget(self.loras, 1)
+        layout.addLayout(_row(insert))
+        layout.addWidget(self.presets, 2)
+        layout.addLayout(_row(self.progress, self.download_button, self.cancel_button))
+        layout.addWidget(self.status)
+        self._fill_presets()
+        self.rescan()
+
+    @staticmethod
+    def _tree(headers: list[str]) -> QTreeWidget:
+        tree = QTreeWidget()
+        tree.setHeaderLabels(headers)
+        tree.setRootIsDecorated(False)
+        tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.Stretch)
+        return tree
+
+    # -- scanning ---------------------------------------------------------------------------
+
+    def folder(self) -> Path:
+        return models_folder(self.settings)
+
+    def rescan(self) -> None:
+        folder = self.folder()
+        self.folder_label.setText(f"Models folder: {folder}")
+        self.status.setText("Scanning …")
+
+        def scan():
+            folder.mkdir(parents=True, exist_ok=True)
+            loras_dir(folder).mkdir(exist_ok=True)
+            return scan_library(folder), scan_adapters(loras_dir(folder))
+
+        run_in_background(scan, self._show_scan, self.status.setText)
+
+    def _show_scan(self, result: tuple[list[ModelEntry], list[Path]]) -> None:
+        entries, loras = result
+        self.models.clear()
+        grey = QBrush(QColor(140, 140, 140))
+        for entry in entries:
+            family = entry.family.value.upper() if entry.family else "?"
+            size = human_size(entry.size_bytes) if entry.size_bytes else ""
+            item = QTreeWidgetItem([entry.name, family, entry.kind, size, entry.source])
+            item.setData(0, Qt.ItemDataRole.UserRole, entry.reference)
+            if not entry.usable:
+                item.setToolTip(0, entry.problem)
+                for column in range(5):
+                    item.setForeground(column, grey)
+                item.setText(2, "cannot use")
+                item.setToolTip(2, entry.problem)
+            else:
+                item.setToolTip(0, entry.reference)
+            self.models.addTopLevelItem(item)
+        self.loras.clear()
+        for path in loras:
+            self.loras.addTopLevelItem(QTreeWidgetItem([path.stem, f"<lora:{path.stem}:0.8>"]))
+        usable = sum(e.usable for e in entries)
+        self.status.setText(
+            f"{usable} usable model(s), {len(entries) - usable} that cannot be used (hover for "
+            f"why), {len(loras)} LoRA(s). Drop .safetensors checkpoints into the models folder "
+            "and LoRAs into its 'loras' folder, then Rescan."
+        )
+
+    def _use(self, item: QTreeWidgetItem | None) -> None:
+        if item is None:
+            return
+        if item.text(2) == "cannot use":
+            self.status.setText(item.toolTip(2))
+            return
+        self.model_chosen.emit(item.data(0, Qt.ItemDataRole.UserRole))
+        self.status.setText(f"Using {item.text(0)}.")
+
+    def _insert_lora(self) -> None:
+        item = self.loras.currentItem()
+        if item is not None:
+            self.lora_chosen.emit(item.text(1))
+
+    def _change_folder(self) -> None:
+        path = QFileDialog.getExistingDirectory(self, "Models folder", str(self.folder()))
+        if path:
+            self.settings.setValue(FOLDER_KEY, path)
+            self.rescan()
+
+    def _show_folder(self) -> None:
+        self.folder().mkdir(parents=True, exist_ok=True)
+        QDesktopServices.openUrl(QUrl.fromLocalFile(str(self.folder())))
+
+    # -- downloads --------------------------------------------------------------------------
+
+    def _fill_presets(self) -> None:
+        for preset in PRESETS:
+            item = QTreeWidgetItem(
+                [
+                    preset.title,
+                    preset.family.value.upper(),
+                    "inpainting" if preset.inpainting else "plain",
+                    preset.note,
+                    f"~{preset.approx_gb:.1f} GB",
+                ]
+            )
+            item.setData(0, Qt.ItemDataRole.UserRole, preset.repo_id)
+            item.setToolTip(0, preset.repo_id)
+            self.presets.addTopLevelItem(item)
+
+    def _download(self) -> None:
+        item = self.presets.currentItem()
+        if item is None:
+            self.status.setText("Choose a model to download first.")
+            return
+        repo_id = item.data(0, Qt.ItemDataRole.UserRole)
+        if repo_id in self.downloads:
+            return
+        download = Download(repo_id)
+        download.signals.progress.connect(self._on_progress)
+        download.signals.done.connect(lambda folder, r=repo_id: self._on_done(r, folder))
+        download.signals.failed.connect(lambda message, r=repo_id: self._on_failed(r, message))
+        self.downloads[repo_id] = download
+        self.cancel_button.setEnabled(True)
+        self.progress.setVisible(True)
+        self.progress.setRange(0, 0)
+        self.status.setText(f"Downloading {repo_id} …")
+        download.start()
+
+    def _on_progress(self, done: int, total: int, speed: float) -> None:
+        if total > 0:
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(int(1000 * done / total))
+            self.progress.setFormat(
+                f"{human_size(done)} of {human_size(total)} — {human_size(int(speed))}/s"
+            )
+
+    def _finish(self, repo_id: str, message: str) -> None:
+        self.downloads.pop(repo_id, None)
+        self.cancel_button.setEnabled(bool(self.downloads))
+        self.progress.setVisible(bool(self.downloads))
+        self.status.setText(message)
+
+    def _on_done(self, repo_id: str, _folder: str) -> None:
+        self._finish(repo_id, f"Downloaded {repo_id}.")
+        self.rescan()
+
+    def _on_failed(self, repo_id: str, message: str) -> None:
+        self._finish(repo_id, message)
+
+    def _cancel_downloads(self) -> None:
+        for download in self.downloads.values():
+            download.cancel.set()
+
+    def done(self, result: int) -> None:  # noqa: D401 - Qt API: closing the dialog
+        self._cancel_downloads()
+        super().done(result)
+
+
+def _row(*widgets: QWidget) -> QHBoxLayout:
+    row = QHBoxLayout()
+    row.addStretch(1)
+    for widget in widgets:
+        row.addWidget(widget)
+    return row
