@@ -105,11 +105,11 @@ def test_counter_warns_above_one_window(panel):
     assert panel.prompt_tokens.styleSheet() == ""
     panel.prompt_edit.setPlainText("cat " * 81)
     label = panel.prompt_tokens
-    assert label.text() == "81 / 75 tokens — words past 75 tokens are cut off"
+    assert label.text() == "81 / 75 tokens — 2 chunks of 75, each encoded on its own"
     assert label.property("warning") is True
     assert label.styleSheet() != ""
     panel.prompt_edit.setPlainText("cat " * 160)
-    assert label.text().startswith("160 / 75 tokens — words past")
+    assert label.text().startswith("160 / 75 tokens — 3 chunks")
     panel.prompt_edit.setPlainText("cat")
     assert label.property("warning") is False
     assert label.styleSheet() == ""

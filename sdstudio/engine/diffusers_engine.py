@@ -7,21 +7,25 @@ previews, cancel, checks of the output) sits around one ordinary pipeline call.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from sdstudio.core.errors import GenerationError, RequestError
 from sdstudio.core.metadata import format_parameters
+from sdstudio.core.paths import embeddings_dir, loras_dir, models_dir
 from sdstudio.core.pixels import to_rgb8
 from sdstudio.core.region import Box, generation_size
 from sdstudio.core.request import GenerationRequest, Mode
 from sdstudio.engine import inpaint
+from sdstudio.engine.adapters import AdapterState, find_embeddings, find_lora, load_embedding
 from sdstudio.engine.classical import classical_fill
 from sdstudio.engine.compositing import blend_patch, resize_rgb
 from sdstudio.engine.events import Event, Finished, Preview, Started, Step
 from sdstudio.engine.pipelines import PipelineCache, Task
+from sdstudio.engine.prompts import encode_prompt, parse_prompt
 from sdstudio.engine.streaming import Emit, GenerationThread, check_cancel
 
 NEUTRAL_PROMPT = "empty background, seamless, natural continuation of the surroundings"
@@ -68,8 +72,16 @@ def _to_rgb8(images: np.ndarray) -> np.ndarray:
 class DiffusersEngine:
     """txt2img, img2img and inpaint with Stable Diffusion 1.x / SDXL models through diffusers."""
 
-    def __init__(self, cache: PipelineCache | None = None) -> None:
+    def __init__(
+        self,
+        cache: PipelineCache | None = None,
+        models_folder: Callable[[], Path] | None = None,
+    ) -> None:
+        """``models_folder`` is asked at each run (the user may change it): LoRAs come from its
+        ``loras`` folder and textual-inversion embeddings from its ``embeddings`` folder."""
         self.cache = cache or PipelineCache()
+        self.models_folder = models_folder or models_dir
+        self.adapters = AdapterState()
         self._thread = GenerationThread()
 
     def load(self, reference: str) -> None:
@@ -83,6 +95,20 @@ class DiffusersEngine:
         """Stop the generation thread and free the model (after any run has ended)."""
         self._thread.shutdown()
         self.cache.unload()
+
+    def _conditioning(self, request: GenerationRequest, pipe: Any) -> dict[str, Any]:
+        """Prompt embeddings: LoRAs from ``<lora:name:w>`` tags applied (others switched off),
+        embeddings named in the prompt loaded, long prompts encoded in 75-token chunks."""
+        parsed = parse_prompt(request.prompt)
+        prompt, negative = parsed.text, parse_prompt(request.negative_prompt).text
+        if request.mode is Mode.REMOVE:
+            prompt, negative = prompt or NEUTRAL_PROMPT, negative or NEUTRAL_NEGATIVE
+        models = self.models_folder()
+        loras = [(find_lora(ref.name, [loras_dir(models)]), ref.weight) for ref in parsed.loras]
+        self.adapters.apply(pipe, loras)
+        for path in find_embeddings(f"{prompt} {negative}", [embeddings_dir(models)]):
+            load_embedding(pipe, path)
+        return encode_prompt(pipe, prompt, negative or None, device=self.cache.device)
 
     def _generate(self, request: GenerationRequest, cancel: threading.Event, emit: Emit) -> None:
         import torch
@@ -101,9 +127,8 @@ class DiffusersEngine:
         pipe.scheduler = make_scheduler(request.scheduler, loaded.scheduler_config)
         box, crop, kwargs = _pipeline_inputs(request, loaded.native_size)
 
-        prompt, negative = request.prompt, request.negative_prompt
-        if request.mode is Mode.REMOVE:
-            prompt, negative = prompt or NEUTRAL_PROMPT, negative or NEUTRAL_NEGATIVE
+        conditioning = self._conditioning(request, pipe)
+        check_cancel(cancel)
         emit(Started(request.mode, total, box))
         previewer = LatentPreviewer(loaded.family)
         denoised = DenoisedCapture(pipe.scheduler)
@@ -119,8 +144,7 @@ class DiffusersEngine:
         hooks = _cancel_hooks(pipe, cancel)
         try:
             result = pipe(
-                prompt=prompt,
-                negative_prompt=negative or None,
+                **conditioning,
                 num_inference_steps=request.steps,
                 guidance_scale=request.guidance,
                 generator=torch.Generator("cpu").manual_seed(request.seed),

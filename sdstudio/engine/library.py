@@ -161,9 +161,9 @@ def scan_folder(models: Path) -> list[ModelEntry]:
 def scan_hub_cache() -> list[ModelEntry]:
     """Diffusers models already in the huggingface_hub cache (usable offline)."""
     try:
-        from huggingface_hub import scan_cache_dir
+        from huggingface_hub import constants, scan_cache_dir
 
-        cache = scan_cache_dir()
+        cache = scan_cache_dir(constants.HF_HUB_CACHE)  # read now, not when the hub was imported
     except Exception as error:  # noqa: BLE001 - no cache yet, unreadable cache
         log.info("no hub cache to scan: %s", error)
         return []

@@ -21,6 +21,7 @@ from sdstudio.core.document import Document
 from sdstudio.qt.candidate_strip import CandidateStrip
 from sdstudio.qt.canvas import Canvas, CanvasTool
 from sdstudio.qt.files import FileHandling
+from sdstudio.qt.model_library import ModelLibraryDialog, models_folder
 from sdstudio.qt.panel import GenerationPanel
 from sdstudio.qt.session import EditorSession
 from sdstudio.qt.worker import GenerationWorker
@@ -28,13 +29,13 @@ from sdstudio.qt.worker import GenerationWorker
 log = logging.getLogger(__name__)
 
 
-def _diffusers_engine():
+def _diffusers_engine(models_folder):
     """Runs on the worker thread: torch and diffusers load here, never on the GUI thread."""
     from sdstudio.engine.diffusers_engine import DiffusersEngine
     from sdstudio.engine.warmup import import_quietly
 
     import_quietly()
-    return DiffusersEngine()
+    return DiffusersEngine(models_folder=models_folder)
 
 
 def _fill_engine():
@@ -55,7 +56,10 @@ class MainWindow(FileHandling, QMainWindow):
         self.setCentralWidget(self.canvas)
         self.panel = GenerationPanel()
         self.strip = CandidateStrip()
-        self.generation = GenerationWorker(engine_factory or _diffusers_engine)
+        self.models_folder = models_folder(self.settings)  # read by the worker thread
+        self.generation = GenerationWorker(
+            engine_factory or (lambda: _diffusers_engine(lambda: self.models_folder))
+        )
         self.fill = GenerationWorker(fill_factory or _fill_engine)
         self.session = EditorSession(self.canvas, self.panel, self.generation, self.fill)
         self.confirm_discard = self._ask_discard  # tests replace this
@@ -241,12 +245,13 @@ class MainWindow(FileHandling, QMainWindow):
             self.statusBar().showMessage(f"Step {index}/{total}{left} (Esc cancels)")
 
     def show_model_library(self) -> None:
-        from sdstudio.qt.model_library import ModelLibraryDialog
-
         dialog = ModelLibraryDialog(self.settings, self)
         dialog.model_chosen.connect(self._use_model)
         dialog.lora_chosen.connect(self._insert_lora)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+        dialog.finished.connect(
+            lambda _r: setattr(self, "models_folder", models_folder(self.settings))
+        )
         dialog.open()
         self.library_dialog = dialog
 

@@ -31,7 +31,7 @@ from PySide6.QtWidgets import (
 
 from sdstudio.core.errors import RequestError
 from sdstudio.core.request import MAX_SEED, Scheduler
-from sdstudio.core.tokens import CLIP_WINDOW, estimate_clip_tokens
+from sdstudio.core.tokens import CLIP_WINDOW, chunks, estimate_clip_tokens
 from sdstudio.engine.models import DEFAULT_INPAINT_MODEL, DEFAULT_MODEL
 
 PREFIX = "generation/"
@@ -235,8 +235,8 @@ class GenerationPanel(QWidget):
         count = estimate_clip_tokens(edit.toPlainText())
         text = f"{count} / {CLIP_WINDOW} tokens"
         over = count > CLIP_WINDOW
-        if over:  # chunked encoding of long prompts comes with the model work (issue 4)
-            text += f" — words past {CLIP_WINDOW} tokens are cut off"
+        if over:
+            text += f" — {chunks(count)} chunks of {CLIP_WINDOW}, each encoded on its own"
         label.setText(text)
         label.setProperty("warning", over)
         label.setStyleSheet(WARNING_STYLE if over else "")
