@@ -184,3 +184,39 @@ def test_modes_share_one_set_of_weights(engine, sd1_model):
     _, inp = engine.cache.pipeline(sd1_model, Task.INPAINT)
     assert t2i is not i2i and i2i is not inp
     assert t2i.unet is i2i.unet is inp.unet and t2i.vae is inp.vae
+
+
+def test_lora_tag_in_the_prompt_changes_the_picture_and_leaving_it_out_restores_it(
+    tmp_path, sd1_inpaint_model, photo, edge_mask
+):
+    import torch
+    from test_adapters import _lora_file
+
+    from sdstudio.engine.diffusers_engine import DiffusersEngine
+    from sdstudio.engine.pipelines import PipelineCache
+
+    models = tmp_path / "models"
+    _lora_file(models / "loras", 1)  # lora1.safetensors
+    engine = DiffusersEngine(
+        PipelineCache(device="cpu", dtype=torch.float32), models_folder=lambda: models
+    )
+    base = inpaint_request(sd1_inpaint_model, photo, edge_mask)
+    plain = finished(run_all(engine, base)).patch
+    styled = finished(run_all(engine, base.with_(prompt="a red ball <lora:lora1:1.0>"))).patch
+    again = finished(run_all(engine, base)).patch
+    assert not np.array_equal(plain, styled)
+    np.testing.assert_array_equal(plain, again)
+    missing = run_all(engine, base.with_(prompt="a red ball <lora:nope>"))[-1]
+    assert isinstance(missing, Failed) and "nope" in missing.message
+
+
+def test_words_past_75_tokens_still_count(engine, sd1_inpaint_model, photo, edge_mask):
+    # Both prompts share their first 75 tokens (far more than 75 in fact). Cut at 75 tokens,
+    # as a plain pipeline call does, they would give the same picture; encoded in chunks, the
+    # different endings must show.
+    start = ", ".join(["a very detailed red ball on a sunny sandy beach"] * 6)
+    one = inpaint_request(sd1_inpaint_model, photo, edge_mask, prompt=start + ", at night, snow")
+    two = one.with_(prompt=start + ", at noon, green grass")
+    assert not np.array_equal(
+        finished(run_all(engine, one)).patch, finished(run_all(engine, two)).patch
+    )
