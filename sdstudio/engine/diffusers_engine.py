@@ -6,6 +6,7 @@ previews, cancel, checks of the output) sits around one ordinary pipeline call.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -23,10 +24,14 @@ from sdstudio.engine import inpaint
 from sdstudio.engine.adapters import AdapterState, find_embeddings, find_lora, load_embedding
 from sdstudio.engine.classical import classical_fill
 from sdstudio.engine.compositing import blend_patch, resize_rgb
+from sdstudio.engine.decoding import run_and_decode
+from sdstudio.engine.devices import applied_plan
 from sdstudio.engine.events import Event, Finished, Preview, Started, Step
 from sdstudio.engine.pipelines import PipelineCache, Task
 from sdstudio.engine.prompts import encode_prompt, parse_prompt
 from sdstudio.engine.streaming import Emit, GenerationThread, check_cancel
+
+log = logging.getLogger(__name__)
 
 NEUTRAL_PROMPT = "empty background, seamless, natural continuation of the surroundings"
 NEUTRAL_NEGATIVE = "person, object, text, watermark, frame, border"
@@ -143,25 +148,26 @@ class DiffusersEngine:
 
         hooks = _cancel_hooks(pipe, cancel)
         try:
-            result = pipe(
-                **conditioning,
-                num_inference_steps=request.steps,
-                guidance_scale=request.guidance,
-                generator=torch.Generator("cpu").manual_seed(request.seed),
-                output_type="np",
-                callback_on_step_end=on_step_end,
-                callback_on_step_end_tensor_inputs=["latents"],
-                **kwargs,
+            images = run_and_decode(
+                pipe,
+                {
+                    **conditioning,
+                    "num_inference_steps": request.steps,
+                    "guidance_scale": request.guidance,
+                    "generator": torch.Generator("cpu").manual_seed(request.seed),
+                    "callback_on_step_end": on_step_end,
+                    "callback_on_step_end_tensor_inputs": ["latents"],
+                    **kwargs,
+                },
+                self.cache.plan,
+                on_retry=lambda message: log.warning("%s", message),
+                context=f"at {box.width}x{box.height}",
             )
-        except torch.cuda.OutOfMemoryError as error:
-            raise GenerationError(
-                f"Out of GPU memory generating at {box.width}x{box.height}: close other GPU "
-                "programs, lower the padding or the txt2img size, or run on the CPU."
-            ) from error
         finally:
             for handle in hooks:
                 handle.remove()
-        generated = _to_rgb8(result.images)
+            self.cache.plan = applied_plan(pipe) or self.cache.plan  # a rung that worked sticks
+        generated = _to_rgb8(images)
         check_cancel(cancel)
 
         patch = _result_patch(request, crop, box, generated)

@@ -133,9 +133,10 @@ def _file_entry(path: Path) -> ModelEntry:
             ),
         )
     try:
-        from sdstudio.engine.checkpoints import inspect_checkpoint
+        from sdstudio.engine.checkpoints import inspect_checkpoint, require_full
 
         info = inspect_checkpoint(path)
+        require_full(info)  # a UNet-only file is not a model to pick
     except SDStudioError as error:
         return ModelEntry(str(path), path.name, "file", size_bytes=size, problem=str(error))
     return ModelEntry(str(path), path.stem, "file", info.family, info.inpainting, size)

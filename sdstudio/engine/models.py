@@ -1,9 +1,11 @@
-"""Model references: a hub repo id, or a local diffusers folder. Safetensors only, no remote code.
+"""Model references: a hub repo id, a local diffusers folder, or a single ``.safetensors`` file.
 
-``resolve_model`` turns a reference into a local folder that is safe to load: every component
-with weights has ``.safetensors`` weights, and ``model_index.json`` names only the pipeline
-classes and component libraries we know. Hub models come from huggingface_hub's cache, or are
-downloaded into it (with a terminal progress bar); offline, a missing model is a one-line error.
+Safetensors only, no remote code. ``resolve_model`` turns a reference into something safe to
+load: a local folder where every component with weights has ``.safetensors`` weights and
+``model_index.json`` names only the pipeline classes and component libraries we know, or a
+single-file checkpoint whose header says it is a full SD 1.x or SDXL model (``checkpoints.py``).
+Hub models come from huggingface_hub's cache, or are downloaded into it (with a terminal progress
+bar); offline, a missing model is a one-line error.
 """
 
 from __future__ import annotations
@@ -13,9 +15,13 @@ import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sdstudio.core.errors import ModelError
 from sdstudio.core.request import ModelFamily
+
+if TYPE_CHECKING:
+    from sdstudio.engine.checkpoints import CheckpointInfo
 
 log = logging.getLogger(__name__)
 
@@ -42,17 +48,20 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 @dataclass(frozen=True)
 class ModelInfo:
+    """A resolved model: a diffusers ``folder``, or a single-file ``checkpoint`` (folder None)."""
+
     reference: str
-    folder: Path
+    folder: Path | None
     pipeline_class: str
     family: ModelFamily
+    checkpoint: CheckpointInfo | None = None
 
     @property
     def name(self) -> str:
         return self.reference.rstrip("/\\").replace("\\", "/").split("/")[-1]
 
 
-def _pickle_refusal(path: Path) -> ModelError:
+def pickle_refusal(path: Path) -> ModelError:
     return ModelError(
         f"'{path}' is a pickle file ({path.suffix}): SD Studio loads only .safetensors weights, "
         "because pickle files can run code when opened. Use a .safetensors version of the model "
@@ -137,26 +146,30 @@ def _download(repo_id: str) -> Path:
 
 
 def resolve_model(reference: str) -> ModelInfo:
-    """A model reference -> a checked local folder (downloading a hub model if needed)."""
+    """A model reference -> a checked local folder or checkpoint (downloading a hub model if needed)."""
     reference = reference.strip()
     if not reference:
         raise ModelError(
             "No model chosen: pass --model with a hub id (for example "
-            f"{DEFAULT_INPAINT_MODEL}) or a local diffusers folder."
+            f"{DEFAULT_INPAINT_MODEL}), a local diffusers folder or a .safetensors checkpoint."
         )
     path = Path(reference).expanduser()
     if path.is_dir():
         return check_folder(path, reference)
     if path.is_file():
         if path.suffix.lower() in PICKLE_SUFFIXES:
-            raise _pickle_refusal(path)
+            raise pickle_refusal(path)
         if path.suffix.lower() == ".safetensors":
-            raise ModelError(
-                f"'{path.name}' is a single-file checkpoint; this version loads diffusers "
-                "folders and hub ids. Use the diffusers version of the model (a folder with "
-                "model_index.json) or its hub id."
+            from sdstudio.engine.checkpoints import inspect_checkpoint, require_full
+
+            checkpoint = require_full(inspect_checkpoint(path))
+            return ModelInfo(
+                reference, None, checkpoint.pipeline_class, checkpoint.family, checkpoint
             )
-        raise ModelError(f"'{reference}' is a file, not a model folder or hub id.")
+        raise ModelError(
+            f"'{reference}' is a file, not a model: choose a .safetensors checkpoint, a diffusers "
+            "folder or a hub id."
+        )
     if HUB_ID.match(reference) and not reference.startswith((".", "~")):
         return check_folder(_download(reference), reference)
     raise ModelError(

@@ -7,13 +7,13 @@ switching models unloads the previous one first. torch and diffusers are importe
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
 from sdstudio.core.errors import ModelError
 from sdstudio.core.request import ModelFamily
+from sdstudio.engine.devices import DevicePlan, apply_plan, plan_device
 from sdstudio.engine.models import ModelInfo, resolve_model
 
 log = logging.getLogger(__name__)
@@ -39,27 +39,6 @@ TASK_CLASSES = {
 }
 
 
-def pick_device() -> tuple[str, Any]:
-    """CUDA in fp16, Apple MPS in fp32, else CPU in fp32. ``SDSTUDIO_DEVICE`` overrides."""
-    import torch
-
-    wanted = os.environ.get("SDSTUDIO_DEVICE", "").strip().lower()
-    if wanted == "cpu":
-        return "cpu", torch.float32
-    if wanted in ("", "cuda") and torch.cuda.is_available():
-        return "cuda", torch.float16
-    if (
-        wanted in ("", "mps")
-        and getattr(torch.backends, "mps", None)
-        and torch.backends.mps.is_available()
-    ):
-        return "mps", torch.float32
-    if wanted not in ("", "cpu"):
-        raise ModelError(f"SDSTUDIO_DEVICE={wanted} is not available here; use cpu, cuda or mps.")
-    log.warning("No GPU found: generating on the CPU, which takes minutes per image.")
-    return "cpu", torch.float32
-
-
 @dataclass
 class Loaded:
     info: ModelInfo
@@ -82,16 +61,28 @@ class Loaded:
 
 
 class PipelineCache:
-    def __init__(self, device: str | None = None, dtype: Any = None) -> None:
-        self._device, self._dtype = device, dtype
+    """``device``/``dtype`` given (tests, benchmarks) fix the device; otherwise each load plans
+    it from the hardware and free memory (sdstudio.engine.devices), with ``overrides`` from the
+    settings and the SDSTUDIO_DEVICE/DTYPE/OFFLOAD/VAE_TILING variables."""
+
+    def __init__(
+        self, device: str | None = None, dtype: Any = None, overrides: dict | None = None
+    ) -> None:
+        self._overrides = dict(overrides or {})
+        self._environ: dict | None = None  # None: read os.environ
+        if device is not None or dtype is not None:
+            self._overrides.update(
+                device=device or "auto",
+                dtype=str(dtype).removeprefix("torch.") if dtype is not None else "auto",
+            )
+            self._environ = {}
+        self.plan: DevicePlan | None = None
         self._loaded: Loaded | None = None
         self._by_task: dict[Task, Any] = {}
 
     @property
     def device(self) -> str:
-        if self._device is None:
-            self._device, self._dtype = pick_device()
-        return self._device
+        return self.plan.device if self.plan is not None else "cpu"
 
     def load(self, reference: str) -> Loaded:
         """Load a model (a no-op when it is the one loaded)."""
@@ -101,22 +92,31 @@ class PipelineCache:
         self.unload()
         import diffusers
 
-        device = self.device
+        plan = plan_device(info.family, override=self._overrides, environ=self._environ)
         kwargs: dict[str, Any] = {
-            "dtype": self._dtype,
+            "dtype": plan.torch_dtype,
             "use_safetensors": True,
             "local_files_only": True,
         }
         if info.family is ModelFamily.SD1:
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         cls = getattr(diffusers, info.pipeline_class)
-        try:
-            pipe = cls.from_pretrained(info.folder, **kwargs)
-        except (OSError, ValueError) as error:
-            raise ModelError(
-                f"Could not load '{info.reference}': {error}".splitlines()[0]
-            ) from error
-        pipe = pipe.to(device)
+        if info.checkpoint is not None:  # a single file: the shipped configs, never the hub
+            from sdstudio.engine.checkpoints import load_single_file
+
+            pipe = load_single_file(info.checkpoint.path, dtype=plan.torch_dtype)
+        else:
+            try:
+                pipe = cls.from_pretrained(info.folder, **kwargs)
+            except (OSError, ValueError) as error:
+                raise ModelError(
+                    f"Could not load '{info.reference}': {error}".splitlines()[0]
+                ) from error
+        apply_plan(pipe, plan)
+        log.info("%s", plan.reason)
+        if plan.warning:
+            log.warning("%s", plan.warning)
+        self.plan = plan
         pipe.set_progress_bar_config(disable=True)
         self._loaded = Loaded(info, pipe, pipe.scheduler.config)
         self._by_task = {
@@ -136,7 +136,8 @@ class PipelineCache:
             import diffusers
 
             cls = getattr(diffusers, TASK_CLASSES[loaded.family][task])
-            pipe = cls.from_pipe(loaded.pipe)
+            # from_pipe casts shared modules to fp32 unless told the dtype (diffusers 0.42)
+            pipe = cls.from_pipe(loaded.pipe, dtype=self.plan.torch_dtype)
             pipe.set_progress_bar_config(disable=True)
             self._by_task[task] = pipe
         return loaded, pipe
