@@ -47,6 +47,12 @@ def _add_generation_options(parser: argparse.ArgumentParser, *, strength: float 
         help="sampler: " + ", ".join(s.name.lower() for s in Scheduler) + " (default euler_a)",
     )
     parser.add_argument("--previews", type=Path, help="write one preview PNG per step here")
+    parser.add_argument(
+        "--models-dir",
+        type=Path,
+        help="models folder: <lora:name:w> tags find LoRAs in its 'loras' folder, embeddings in "
+        "its 'embeddings' folder (default: SD Studio's models folder)",
+    )
 
 
 def _add_inpaint_area_options(parser: argparse.ArgumentParser) -> None:
@@ -189,7 +195,8 @@ def _generate(args: argparse.Namespace, mode: Mode) -> int:
         from sdstudio.engine.diffusers_engine import DiffusersEngine
 
         print(f"Loading model {request.model} ...", file=sys.stderr, flush=True)
-        engine = DiffusersEngine()
+        folder = args.models_dir
+        engine = DiffusersEngine(models_folder=(lambda: folder) if folder else None)
         engine.load(request.model)
     if getattr(args, "previews", None) is not None:
         try:

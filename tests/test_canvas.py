@@ -164,3 +164,20 @@ def test_tool_shortcuts(qtbot, tmp_path):
     qtbot.keyClick(window.canvas, Qt.Key.Key_BracketLeft)
     assert window.canvas.brush.size == pytest.approx(size)
     window.close()
+
+
+def test_device_menu_choices_are_saved_and_shared(qtbot, tmp_path):
+    settings = QSettings(str(tmp_path / "d.ini"), QSettings.Format.IniFormat)
+    settings.setValue("device/offload", "model")
+    window = MainWindow(settings=settings, engine_factory=FakeEngine)
+    window.confirm_discard = lambda: True
+    qtbot.addWidget(window)
+    assert window.device_overrides["offload"] == "model"
+    menu = next(a.menu() for a in window.menuBar().actions() if a.text() == "&Models")
+    device = next(a.menu() for a in menu.actions() if a.text() == "&Device and memory")
+    precision = next(a.menu() for a in device.actions() if a.text() == "&Precision")
+    fp32 = next(a for a in precision.actions() if a.data() == "float32")
+    fp32.trigger()
+    assert window.device_overrides["dtype"] == "float32"
+    assert settings.value("device/dtype") == "float32"
+    window.close()

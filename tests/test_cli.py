@@ -250,3 +250,46 @@ def test_console_script_runs_remove(files, tmp_path):
         timeout=120,
     )
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_inpaint_with_a_single_file_checkpoint_and_a_lora(
+    files, photo, edge_mask, sd1_inpaint_model, monkeypatch, capsys
+):
+    """A model-site style .safetensors checkpoint and a LoRA from the models folder, by the CLI."""
+    from ldm_convert import save_ldm
+    from test_adapters import _lora_file
+
+    from sdstudio.engine.pipelines import PipelineCache
+
+    pipe = PipelineCache(device="cpu").load(sd1_inpaint_model).pipe
+    (files / "models").mkdir()
+    checkpoint = save_ldm(pipe, files / "models" / "my-model.safetensors")
+    _lora_file(files / "models" / "loras", 1)
+    monkeypatch.setenv("SDSTUDIO_CHECKPOINT_CONFIG", sd1_inpaint_model)  # the tiny model's configs
+    monkeypatch.setenv("SDSTUDIO_DEVICE", "cpu")
+    out = files / "single.png"
+    code = main(
+        [
+            "inpaint",
+            str(files / "photo.png"),
+            "--mask",
+            str(files / "mask.png"),
+            "--prompt",
+            "a red ball <lora:lora1:0.7>",
+            "--model",
+            str(checkpoint),
+            "--models-dir",
+            str(files / "models"),
+            "--steps",
+            "2",
+            "--seed",
+            "5",
+            "-o",
+            str(out),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    result = load_image(out)
+    outside = blend_alpha(edge_mask, 4) == 0
+    np.testing.assert_array_equal(result[outside], photo[outside])
+    assert "<lora:lora1:0.7>" in read_parameters(out).splitlines()[0]  # the prompt as written

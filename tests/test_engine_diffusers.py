@@ -220,3 +220,17 @@ def test_words_past_75_tokens_still_count(engine, sd1_inpaint_model, photo, edge
     assert not np.array_equal(
         finished(run_all(engine, one)).patch, finished(run_all(engine, two)).patch
     )
+
+
+def test_changed_device_settings_reload_the_model(sd1_model):
+    from sdstudio.engine.pipelines import PipelineCache
+
+    overrides = {"device": "cpu"}
+    cache = PipelineCache(overrides=lambda: dict(overrides))
+    first = cache.load(sd1_model).pipe
+    assert cache.load(sd1_model).pipe is first  # same settings: no reload
+    assert cache.plan.device == "cpu" and cache.plan.dtype == "float32"
+    overrides["dtype"] = "bfloat16"
+    second = cache.load(sd1_model).pipe
+    assert second is not first and cache.plan.dtype == "bfloat16"
+    assert next(second.unet.parameters()).dtype.__repr__() == "torch.bfloat16"

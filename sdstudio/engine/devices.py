@@ -207,7 +207,6 @@ def plan_device(
     warning = (
         CPU_WARNING if not source else f"{source} asks for the CPU, which takes minutes per image"
     )
-    log.warning("%s.", warning)
     return DevicePlan("cpu", dtype, "none", tiling, tiling, False, "CPU", warning)
 
 

@@ -7,6 +7,7 @@ switching models unloads the previous one first. torch and diffusers are importe
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from enum import Enum
 from typing import Any
@@ -66,16 +67,25 @@ class PipelineCache:
     settings and the SDSTUDIO_DEVICE/DTYPE/OFFLOAD/VAE_TILING variables."""
 
     def __init__(
-        self, device: str | None = None, dtype: Any = None, overrides: dict | None = None
+        self,
+        device: str | None = None,
+        dtype: Any = None,
+        overrides: dict | Callable[[], dict] | None = None,
     ) -> None:
-        self._overrides = dict(overrides or {})
+        """``overrides`` may be a callable, asked at each load: when its answer changes (the
+        user changed a device setting), the next run reloads the model with the new plan."""
+        self._overrides_source = (
+            overrides if callable(overrides) else (lambda: dict(overrides or {}))
+        )
+        self._fixed: dict = {}
         self._environ: dict | None = None  # None: read os.environ
         if device is not None or dtype is not None:
-            self._overrides.update(
-                device=device or "auto",
-                dtype=str(dtype).removeprefix("torch.") if dtype is not None else "auto",
-            )
+            self._fixed = {
+                "device": device or "auto",
+                "dtype": str(dtype).removeprefix("torch.") if dtype is not None else "auto",
+            }
             self._environ = {}
+        self._loaded_with: dict | None = None
         self.plan: DevicePlan | None = None
         self._loaded: Loaded | None = None
         self._by_task: dict[Task, Any] = {}
@@ -86,13 +96,18 @@ class PipelineCache:
 
     def load(self, reference: str) -> Loaded:
         """Load a model (a no-op when it is the one loaded)."""
-        if self._loaded is not None and self._loaded.info.reference == reference.strip():
+        overrides = {**self._overrides_source(), **self._fixed}
+        if (
+            self._loaded is not None
+            and self._loaded.info.reference == reference.strip()
+            and overrides == self._loaded_with
+        ):
             return self._loaded
         info = resolve_model(reference)
         self.unload()
         import diffusers
 
-        plan = plan_device(info.family, override=self._overrides, environ=self._environ)
+        plan = plan_device(info.family, override=overrides, environ=self._environ)
         kwargs: dict[str, Any] = {
             "dtype": plan.torch_dtype,
             "use_safetensors": True,
@@ -116,7 +131,7 @@ class PipelineCache:
         log.info("%s", plan.reason)
         if plan.warning:
             log.warning("%s", plan.warning)
-        self.plan = plan
+        self.plan, self._loaded_with = plan, overrides
         pipe.set_progress_bar_config(disable=True)
         self._loaded = Loaded(info, pipe, pipe.scheduler.config)
         self._by_task = {

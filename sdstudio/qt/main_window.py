@@ -20,6 +20,7 @@ from sdstudio.core.brush import BrushSettings
 from sdstudio.core.document import Document
 from sdstudio.qt.candidate_strip import CandidateStrip
 from sdstudio.qt.canvas import Canvas, CanvasTool
+from sdstudio.qt.device_menu import build_device_menu, read_overrides
 from sdstudio.qt.files import FileHandling
 from sdstudio.qt.model_library import ModelLibraryDialog, models_folder
 from sdstudio.qt.panel import GenerationPanel
@@ -29,13 +30,14 @@ from sdstudio.qt.worker import GenerationWorker
 log = logging.getLogger(__name__)
 
 
-def _diffusers_engine(models_folder):
+def _diffusers_engine(models_folder, overrides):
     """Runs on the worker thread: torch and diffusers load here, never on the GUI thread."""
     from sdstudio.engine.diffusers_engine import DiffusersEngine
+    from sdstudio.engine.pipelines import PipelineCache
     from sdstudio.engine.warmup import import_quietly
 
     import_quietly()
-    return DiffusersEngine(models_folder=models_folder)
+    return DiffusersEngine(PipelineCache(overrides=overrides), models_folder=models_folder)
 
 
 def _fill_engine():
@@ -57,8 +59,14 @@ class MainWindow(FileHandling, QMainWindow):
         self.panel = GenerationPanel()
         self.strip = CandidateStrip()
         self.models_folder = models_folder(self.settings)  # read by the worker thread
+        self.device_overrides = read_overrides(self.settings)  # likewise (a copy per load)
         self.generation = GenerationWorker(
-            engine_factory or (lambda: _diffusers_engine(lambda: self.models_folder))
+            engine_factory
+            or (
+                lambda: _diffusers_engine(
+                    lambda: self.models_folder, lambda: dict(self.device_overrides)
+                )
+            )
         )
         self.fill = GenerationWorker(fill_factory or _fill_engine)
         self.session = EditorSession(self.canvas, self.panel, self.generation, self.fill)
@@ -172,6 +180,14 @@ class MainWindow(FileHandling, QMainWindow):
         self.color_action = self._action(tools, "Brush &colour…", self.choose_color, ["C"])
         models = menus.addMenu("&Models")
         self._action(models, "Model &library…", self.show_model_library, ["Ctrl+L"])
+        build_device_menu(
+            models.addMenu("&Device and memory"),
+            self.settings,
+            self.device_overrides,
+            lambda: self.statusBar().showMessage(
+                "Device settings changed: the next generation reloads the model with them.", 8000
+            ),
+        )
         generate = menus.addMenu("&Generate")
         self._action(generate, "&Generate", self.session.generate, ["Ctrl+Return", "Ctrl+Enter"])
         self._action(generate, "&Cancel", self.session.cancel, ["Esc"])
