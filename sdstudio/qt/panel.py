@@ -33,6 +33,7 @@ from sdstudio.core.errors import RequestError
 from sdstudio.core.request import MAX_SEED, Scheduler
 from sdstudio.core.tokens import CLIP_WINDOW, chunks, estimate_clip_tokens
 from sdstudio.engine.models import DEFAULT_INPAINT_MODEL, DEFAULT_MODEL
+from sdstudio.qt.tasks import run_in_background
 
 PREFIX = "generation/"
 MAX_RECENT = 10
@@ -62,6 +63,10 @@ DEFAULTS: dict[str, object] = {
 TOKENS_TIP = (
     "Approximate: counted without CLIP's tokenizer; the real count can differ by a few tokens. "
     f"The text encoder reads {CLIP_WINDOW} tokens per window."
+)
+EXACT_TOKENS_TIP = (
+    f"CLIP tokens (the same for SD 1.x and SDXL). The text encoder reads {CLIP_WINDOW} tokens per "
+    "window; longer prompts are encoded in several windows."
 )
 REMOVE_TIP = "Remove what the mask covers, no model needed (Delete)"
 WARNING_STYLE = "color: #c26a00; font-weight: bold;"
@@ -100,6 +105,13 @@ class _SeedValidator(QValidator):
         if text.isascii() and text.isdigit() and int(text) <= MAX_SEED:
             return QValidator.State.Acceptable
         return QValidator.State.Invalid
+
+
+def _exact_counter() -> Callable[[str], int]:
+    from sdstudio.engine.clip_tokens import clip_tokenizer, count_clip_tokens
+
+    clip_tokenizer()  # the slow part: reading the vocabulary
+    return count_clip_tokens
 
 
 class GenerationPanel(QWidget):
@@ -165,10 +177,22 @@ class GenerationPanel(QWidget):
         self.generate_button.setDefault(True)
         self.cancel_button.setEnabled(False)
 
+        self._count_tokens: Callable[[str], int] = estimate_clip_tokens
         self._layout()
         self._set_recent(self._recent)
         self._setters = self._make_setters()
         self.reset()  # also fills in the token counters
+        run_in_background(_exact_counter, self._use_exact_counter, lambda _message: None)
+
+    def _use_exact_counter(self, counter: Callable[[str], int]) -> None:
+        """CLIP's own tokenizer is ready (loaded off the GUI thread): count exactly from now on."""
+        self._count_tokens = counter
+        for edit, label in (
+            (self.prompt_edit, self.prompt_tokens),
+            (self.negative_edit, self.negative_tokens),
+        ):
+            label.setToolTip(EXACT_TOKENS_TIP)
+            self._update_counter(edit, label)
 
     # layout ------------------------------------------------------------------------------------
     def _button(self, text: str, name: str, tip: str, slot: Callable[[], object]) -> QPushButton:
@@ -232,7 +256,7 @@ class GenerationPanel(QWidget):
 
     # behaviour ---------------------------------------------------------------------------------
     def _update_counter(self, edit: QPlainTextEdit, label: QLabel) -> None:
-        count = estimate_clip_tokens(edit.toPlainText())
+        count = self._count_tokens(edit.toPlainText())
         text = f"{count} / {CLIP_WINDOW} tokens"
         over = count > CLIP_WINDOW
         if over:
