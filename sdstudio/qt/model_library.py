@@ -84,8 +84,9 @@ class ModelLibraryDialog(QDialog):
         show.clicked.connect(self._show_folder)
         rescan = QPushButton("Rescan")
         rescan.clicked.connect(self.rescan)
-        self.models = self._tree(["Model", "Family", "Kind", "Size", "Where"])
+        self.models = self._tree(["Model", "Family", "Kind", "Size", "Where", "Note"])
         self.models.itemDoubleClicked.connect(lambda item, _col: self._use(item))
+        self.models.currentItemChanged.connect(self._explain)
         use = QPushButton("Use this model")
         use.clicked.connect(lambda: self._use(self.models.currentItem()))
         self.loras = self._tree(["LoRA", "Insert into the prompt as"])
@@ -150,14 +151,16 @@ class ModelLibraryDialog(QDialog):
         for entry in entries:
             family = entry.family.value.upper() if entry.family else "?"
             size = human_size(entry.size_bytes) if entry.size_bytes else ""
-            item = QTreeWidgetItem([entry.name, family, entry.kind, size, entry.source])
+            item = QTreeWidgetItem([entry.name, family, entry.kind, size, entry.source, ""])
             item.setData(0, Qt.ItemDataRole.UserRole, entry.reference)
             if not entry.usable:
                 item.setToolTip(0, entry.problem)
-                for column in range(5):
+                for column in range(6):
                     item.setForeground(column, grey)
                 item.setText(2, "cannot use")
                 item.setToolTip(2, entry.problem)
+                item.setText(5, entry.problem)
+                item.setToolTip(5, entry.problem)
             else:
                 item.setToolTip(0, entry.reference)
             self.models.addTopLevelItem(item)
@@ -170,6 +173,10 @@ class ModelLibraryDialog(QDialog):
             f"why), {len(loras)} LoRA(s). Drop .safetensors checkpoints into the models folder "
             "and LoRAs into its 'loras' folder, then Rescan."
         )
+
+    def _explain(self, item: QTreeWidgetItem | None, _previous=None) -> None:
+        if item is not None and item.text(2) == "cannot use":
+            self.status.setText(item.toolTip(2))
 
     def _use(self, item: QTreeWidgetItem | None) -> None:
         if item is None:
