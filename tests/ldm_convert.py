@@ -173,50 +173,6 @@ def save_ldm(pipe, path: Path) -> Path:
 def tiny_sdxl_for_ldm(inpainting: bool):
     """tiny_models.tiny_sdxl with text encoders of different widths (32 and 48), as in real SDXL
     (768 and 1280): diffusers tells the two encoders of a single file apart by their width."""
-    import torch
-    from diffusers import (
-        StableDiffusionXLInpaintPipeline,
-        StableDiffusionXLPipeline,
-        UNet2DConditionModel,
-    )
-    from tiny_models import _scheduler, _text_config, _vae, tiny_tokenizer
-    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+    from tiny_models import tiny_sdxl
 
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(
-        block_out_channels=(32, 64),
-        layers_per_block=1,
-        sample_size=32,
-        in_channels=9 if inpainting else 4,
-        out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        attention_head_dim=(2, 4),
-        use_linear_projection=True,
-        addition_embed_type="text_time",
-        addition_time_embed_dim=8,
-        transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=80,  # 6 * 8 + text_encoder_2's projection (32)
-        cross_attention_dim=80,  # 32 + 48
-        norm_num_groups=32,
-    ).eval()
-    torch.manual_seed(0)
-    vae = _vae()
-    torch.manual_seed(0)
-    text_encoder = CLIPTextModel(_text_config(hidden_act="gelu", projection_dim=32)).eval()
-    torch.manual_seed(0)
-    config_2 = _text_config(hidden_act="gelu", projection_dim=32)
-    config_2.hidden_size = 48
-    text_encoder_2 = CLIPTextModelWithProjection(config_2).eval()
-    cls = StableDiffusionXLInpaintPipeline if inpainting else StableDiffusionXLPipeline
-    extra = {"requires_aesthetics_score": False} if inpainting else {}
-    return cls(
-        unet=unet,
-        vae=vae,
-        text_encoder=text_encoder,
-        text_encoder_2=text_encoder_2,
-        tokenizer=tiny_tokenizer(),
-        tokenizer_2=tiny_tokenizer(),
-        scheduler=_scheduler(),
-        **extra,
-    )
+    return tiny_sdxl(inpainting, width_2=48)

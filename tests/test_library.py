@@ -79,7 +79,7 @@ def test_human_size():
 
 
 def fake_snapshot(chunks, fail=None):
-    def snapshot_download(repo_id, *, tqdm_class, **kwargs):
+    def fake_hub_download(repo_id, *, tqdm_class, **kwargs):  # stands in: no network
         bar = tqdm_class(desc="Reconstructing (incomplete total...)", unit="B", total=0, initial=0)
         files = tqdm_class(desc="Fetching 3 files", total=3)  # counts files, not bytes
         bar.total = sum(chunks)
@@ -90,7 +90,7 @@ def fake_snapshot(chunks, fail=None):
             raise fail
         return "/cache/models--x/snapshots/abc"
 
-    return snapshot_download
+    return fake_hub_download
 
 
 def test_download_reports_bytes_and_speed(monkeypatch):

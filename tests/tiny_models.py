@@ -115,10 +115,16 @@ def tiny_sd1(inpainting: bool):
     )
 
 
-def tiny_sdxl():
-    """A tiny SDXL text-to-image pipeline (two text encoders, text-time conditioning)."""
+def tiny_sdxl(inpainting: bool = False, width_2: int = 32):
+    """A tiny SDXL pipeline (two text encoders, text-time conditioning). ``width_2`` is the
+    second encoder's width: real SDXL's differ (768, 1280), and loading a single file needs
+    them to differ, since diffusers tells the two apart by width."""
     import torch
-    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from diffusers import (
+        StableDiffusionXLInpaintPipeline,
+        StableDiffusionXLPipeline,
+        UNet2DConditionModel,
+    )
     from transformers import CLIPTextModel, CLIPTextModelWithProjection
 
     torch.manual_seed(0)
@@ -126,7 +132,7 @@ def tiny_sdxl():
         block_out_channels=(32, 64),
         layers_per_block=1,
         sample_size=32,
-        in_channels=4,
+        in_channels=9 if inpainting else 4,
         out_channels=4,
         down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
         up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
@@ -135,8 +141,8 @@ def tiny_sdxl():
         addition_embed_type="text_time",
         addition_time_embed_dim=8,
         transformer_layers_per_block=(1, 2),
-        projection_class_embeddings_input_dim=80,
-        cross_attention_dim=64,
+        projection_class_embeddings_input_dim=80,  # 6 * 8 + text_encoder_2's projection (32)
+        cross_attention_dim=32 + width_2,
         norm_num_groups=32,
     ).eval()
     torch.manual_seed(0)
@@ -144,10 +150,12 @@ def tiny_sdxl():
     torch.manual_seed(0)
     text_encoder = CLIPTextModel(_text_config(hidden_act="gelu", projection_dim=32)).eval()
     torch.manual_seed(0)
-    text_encoder_2 = CLIPTextModelWithProjection(
-        _text_config(hidden_act="gelu", projection_dim=32)
-    ).eval()
-    return StableDiffusionXLPipeline(
+    config_2 = _text_config(hidden_act="gelu", projection_dim=32)
+    config_2.hidden_size = width_2
+    text_encoder_2 = CLIPTextModelWithProjection(config_2).eval()
+    cls = StableDiffusionXLInpaintPipeline if inpainting else StableDiffusionXLPipeline
+    extra = {"requires_aesthetics_score": False} if inpainting else {}
+    return cls(
         unet=unet,
         vae=vae,
         text_encoder=text_encoder,
@@ -155,6 +163,7 @@ def tiny_sdxl():
         tokenizer=tiny_tokenizer(),
         tokenizer_2=tiny_tokenizer(),
         scheduler=_scheduler(),
+        **extra,
     )
 
 
