@@ -18,10 +18,12 @@ from PySide6.QtWidgets import (
 
 from sdstudio.core.brush import BrushSettings
 from sdstudio.core.document import Document
+from sdstudio.core.paths import loras_dir
 from sdstudio.qt.candidate_strip import CandidateStrip
 from sdstudio.qt.canvas import Canvas, CanvasTool
 from sdstudio.qt.device_menu import build_device_menu, read_overrides
 from sdstudio.qt.files import FileHandling
+from sdstudio.qt.lora_panel import LoraPanel
 from sdstudio.qt.model_library import ModelLibraryDialog, models_folder
 from sdstudio.qt.panel import GenerationPanel
 from sdstudio.qt.session import EditorSession
@@ -87,6 +89,13 @@ class MainWindow(FileHandling, QMainWindow):
         panel_dock.setObjectName("generate_dock")
         panel_dock.setWidget(self.panel)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, panel_dock)
+        self.loras = LoraPanel(lambda: loras_dir(self.models_folder))
+        lora_dock = QDockWidget("LoRAs", self)
+        lora_dock.setObjectName("loras_dock")
+        lora_dock.setWidget(self.loras)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, lora_dock)
+        self.tabifyDockWidget(panel_dock, lora_dock)
+        panel_dock.raise_()
         strip_dock = QDockWidget("Results", self)
         strip_dock.setObjectName("results_dock")
         strip_dock.setWidget(self.strip)
@@ -237,6 +246,10 @@ class MainWindow(FileHandling, QMainWindow):
         s.running_changed.connect(self.panel.set_running)
         s.candidates_changed.connect(lambda: self.strip.show_candidates(s.candidates, s.current))
         s.last_seed_changed.connect(self.panel.set_last_seed)
+        self.panel.prompt_edit.textChanged.connect(
+            lambda: self.loras.follow_prompt(self.panel.prompt_edit.toPlainText())
+        )
+        self.loras.prompt_edited.connect(lambda text: self.panel.apply({"prompt": text}))
         self.panel.generate_requested.connect(s.generate)
         self.panel.cancel_requested.connect(s.cancel)
         self.panel.remove_requested.connect(s.remove)
@@ -270,6 +283,10 @@ class MainWindow(FileHandling, QMainWindow):
         )
         dialog.open()
         self.library_dialog = dialog
+
+    def _library_closed(self, _result: int) -> None:
+        self.models_folder = models_folder(self.settings)
+        self.loras.rescan()
 
     def _use_model(self, reference: str) -> None:
         self.panel.add_recent_model(reference)
