@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PySide6.QtCore import QEvent, QPointF, QSettings, Qt
 from PySide6.QtGui import QMouseEvent
-from PySide6.QtWidgets import QApplication
+from PySide6.QtWidgets import QApplication, QMessageBox
 
 from sdstudio.core.document import Document
 from sdstudio.core.imageio import load_image, read_parameters, save_image
@@ -281,3 +281,34 @@ def test_window_appears_before_torch_is_imported(tmp_path):
 def test_document_blank_is_white():
     document = Document.blank(64, 48)
     assert document.image.shape == (48, 64, 3) and (document.image == 255).all()
+
+
+def test_missing_hub_model_is_downloaded_with_progress_then_generated(
+    qtbot, make_window, tmp_path, photo, edge_mask, monkeypatch
+):
+    window = make_window(FakeEngine(steps=2))
+    window.checks_downloads = True  # as with the real engine
+    document = open_photo(qtbot, window, tmp_path, photo)
+    document.set_mask(edge_mask)
+    window.panel.apply({"model": "someone/not-downloaded"})
+    monkeypatch.setattr(
+        "sdstudio.qt.main_window.needs_download", lambda ref: ref == "someone/not-downloaded"
+    )
+    answers = [QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes]
+    monkeypatch.setattr(
+        "sdstudio.qt.main_window.QMessageBox.question", lambda *a, **k: answers.pop(0)
+    )
+    fetched = []
+
+    def fake_download(repo_id, report, cancel):
+        for done in (100, 200, 300):
+            report(done, 300, 50.0)
+        fetched.append(repo_id)
+        return tmp_path / "hub-folder"
+
+    monkeypatch.setattr("sdstudio.engine.downloads.download_model", fake_download)
+    window.generate()  # answered No: nothing happens
+    assert fetched == [] and window.session.candidates == [] and not window.session.running
+    window.generate()  # answered Yes: download, then generate
+    qtbot.waitUntil(lambda: len(window.session.candidates) == 1, timeout=5000)
+    assert fetched == ["someone/not-downloaded"] and window.download is None

@@ -75,3 +75,20 @@ def test_unsupported_pipeline_and_non_model_folder(sd1_model, tmp_path):
         resolve_model(str(folder))
     with pytest.raises(ModelError, match="model_index.json"):
         resolve_model(str(tmp_path))
+
+
+def test_needs_download_is_offline_and_exact(tmp_path, monkeypatch, sd1_model):
+    import huggingface_hub.constants as constants
+
+    from sdstudio.engine.models import needs_download
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    assert needs_download("someone/not-here")
+    assert not needs_download(sd1_model)  # a local folder
+    assert not needs_download("./relative/path")
+    cached = tmp_path / "hub" / "models--someone--here"
+    (cached / "snapshots" / "abc").mkdir(parents=True)
+    (cached / "refs").mkdir()
+    (cached / "refs" / "main").write_text("abc")
+    (cached / "snapshots" / "abc" / "model_index.json").write_text("{}")
+    assert not needs_download("someone/here")

@@ -175,3 +175,17 @@ def resolve_model(reference: str) -> ModelInfo:
     raise ModelError(
         f"No model folder '{reference}' exists, and it is not a hub id (owner/name). Check the path."
     )
+
+
+def needs_download(reference: str) -> bool:
+    """True for a hub id whose model is not in the local cache (checked offline, instantly)."""
+    reference = reference.strip()
+    if not HUB_ID.match(reference) or reference.startswith((".", "~")) or Path(reference).exists():
+        return False
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(reference, "model_index.json")
+    except Exception:  # noqa: BLE001 - an unreadable cache: let the run say what is wrong
+        return False
+    return not isinstance(found, str)

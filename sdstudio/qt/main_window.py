@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (
     QDockWidget,
     QLabel,
     QMainWindow,
+    QMessageBox,
     QProgressBar,
     QSpinBox,
     QToolBar,
@@ -19,12 +20,14 @@ from PySide6.QtWidgets import (
 from sdstudio.core.brush import BrushSettings
 from sdstudio.core.document import Document
 from sdstudio.core.paths import loras_dir
+from sdstudio.engine.library import human_size
+from sdstudio.engine.models import needs_download
 from sdstudio.qt.candidate_strip import CandidateStrip
 from sdstudio.qt.canvas import Canvas, CanvasTool
 from sdstudio.qt.device_menu import build_device_menu, read_overrides
 from sdstudio.qt.files import FileHandling
 from sdstudio.qt.lora_panel import LoraPanel
-from sdstudio.qt.model_library import ModelLibraryDialog, models_folder
+from sdstudio.qt.model_library import Download, ModelLibraryDialog, models_folder
 from sdstudio.qt.panel import GenerationPanel
 from sdstudio.qt.session import EditorSession
 from sdstudio.qt.worker import GenerationWorker
@@ -62,6 +65,8 @@ class MainWindow(FileHandling, QMainWindow):
         self.strip = CandidateStrip()
         self.models_folder = models_folder(self.settings)  # read by the worker thread
         self.device_overrides = read_overrides(self.settings)  # likewise (a copy per load)
+        self.checks_downloads = engine_factory is None  # the real engine: models may be missing
+        self.download = None
         self.generation = GenerationWorker(
             engine_factory
             or (
@@ -198,8 +203,8 @@ class MainWindow(FileHandling, QMainWindow):
             ),
         )
         generate = menus.addMenu("&Generate")
-        self._action(generate, "&Generate", self.session.generate, ["Ctrl+Return", "Ctrl+Enter"])
-        self._action(generate, "&Cancel", self.session.cancel, ["Esc"])
+        self._action(generate, "&Generate", self.generate, ["Ctrl+Return", "Ctrl+Enter"])
+        self._action(generate, "&Cancel", self.cancel, ["Esc"])
         self._action(generate, "&Remove (no model)", self.session.remove, ["Delete"])
         generate.addSeparator()
         self._action(generate, "&Accept result", self.session.accept, ["Return", "Enter"])
@@ -250,8 +255,8 @@ class MainWindow(FileHandling, QMainWindow):
             lambda: self.loras.follow_prompt(self.panel.prompt_edit.toPlainText())
         )
         self.loras.prompt_edited.connect(lambda text: self.panel.apply({"prompt": text}))
-        self.panel.generate_requested.connect(s.generate)
-        self.panel.cancel_requested.connect(s.cancel)
+        self.panel.generate_requested.connect(self.generate)
+        self.panel.cancel_requested.connect(self.cancel)
         self.panel.remove_requested.connect(s.remove)
         self.strip.selected.connect(s.select)
         self.strip.accept_requested.connect(s.accept)
@@ -272,6 +277,58 @@ class MainWindow(FileHandling, QMainWindow):
         if index:
             left = f", about {seconds_left:.0f} s left" if seconds_left >= 0 else ""
             self.statusBar().showMessage(f"Step {index}/{total}{left} (Esc cancels)")
+
+    def generate(self) -> None:
+        """Generate; a hub model not yet on this computer is downloaded first, with progress."""
+        model = self.panel.settings()["model"]
+        if self.download is not None:
+            self.statusBar().showMessage("Still downloading the model: wait, or cancel with Esc.")
+            return
+        if self.checks_downloads and self.session.document is not None and needs_download(model):
+            answer = QMessageBox.question(
+                self,
+                "SD Studio",
+                f"The model '{model}' is not on this computer yet. Download it now from the "
+                "Hugging Face Hub (a few GB, once)? The generation starts when it is done.",
+            )
+            if answer == QMessageBox.StandardButton.Yes:
+                self._download_then_generate(model)
+            return
+        self.session.generate()
+
+    def cancel(self) -> None:
+        if self.download is not None:
+            self.download.cancel.set()
+        self.session.cancel()
+
+    def _download_then_generate(self, model: str) -> None:
+        self.download = Download(model)
+
+        def progress(done: int, total: int, speed: float) -> None:
+            self.progress.setVisible(True)
+            self.progress.setRange(0, 1000)
+            self.progress.setValue(int(1000 * done / total) if total else 0)
+            self.progress.setFormat("%p%")
+            self.statusBar().showMessage(
+                f"Downloading {model}: {human_size(done)} of {human_size(total)}, "
+                f"{human_size(int(speed))}/s (Esc cancels; a later try resumes)"
+            )
+
+        def finished(_folder: str) -> None:
+            self.download = None
+            self._on_progress(0, 0, -1.0)
+            self.session.generate()
+
+        def failed(message: str) -> None:
+            self.download = None
+            self._on_progress(0, 0, -1.0)
+            self.show_error(message)
+
+        self.download.signals.progress.connect(progress)
+        self.download.signals.done.connect(finished)
+        self.download.signals.failed.connect(failed)
+        self.statusBar().showMessage(f"Downloading {model} …")
+        self.download.start()
 
     def show_model_library(self) -> None:
         dialog = ModelLibraryDialog(self.settings, self)
@@ -428,6 +485,8 @@ class MainWindow(FileHandling, QMainWindow):
         if not self.confirm_discard():
             event.ignore()
             return
+        if self.download is not None:
+            self.download.cancel.set()  # what was fetched stays in the cache for next time
         self.save_state()
         self.generation.shutdown()
         self.fill.shutdown()
