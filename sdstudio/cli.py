@@ -20,6 +20,8 @@ from sdstudio.core.request import GenerationRequest, Mode, Scheduler, random_see
 log = logging.getLogger("sdstudio")
 
 PREVIEW_MAX_SIDE = 1024
+FILL_METHODS = ("telea", "navier-stokes", "patchmatch", "structure-texture", "auto")
+"""sdstudio.engine.fill.METHODS, named here so that building the parser stays cheap."""
 
 
 def _add_generation_options(parser: argparse.ArgumentParser, *, strength: float | None) -> None:
@@ -91,7 +93,28 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("remove", help="remove what the mask covers (no model needed)")
     p.add_argument("image", type=Path)
     _add_inpaint_area_options(p)
+    p.add_argument(
+        "--fill",
+        choices=FILL_METHODS,
+        default="telea",
+        help="model-free fill: telea (default: best measured), navier-stokes, patchmatch "
+        "(copies texture, keeps edges sharp), structure-texture, or auto (patchmatch for big holes)",
+    )
     p.add_argument("-o", "--output", required=True, type=Path)
+
+    p = commands.add_parser("restore", help="repair scratches, dust and creases (no model needed)")
+    p.add_argument("image", type=Path)
+    p.add_argument("-o", "--output", required=True, type=Path)
+    p.add_argument(
+        "--mask", type=Path, help="damage to repair (white = damaged) instead of detecting"
+    )
+    p.add_argument("--mask-out", type=Path, help="write the proposed damage mask here (to edit)")
+    p.add_argument(
+        "--sensitivity", type=float, default=0.5, help="damage detection, 0-1 (default 0.5)"
+    )
+    p.add_argument("--levels", action="store_true", help="stretch the tones (auto levels)")
+    p.add_argument("--white-balance", action="store_true", help="correct a colour cast")
+    p.add_argument("--denoise", type=float, metavar="STRENGTH", help="denoise, 0-1 (e.g. 0.3)")
 
     p = commands.add_parser("info", help="print the generation parameters stored in an image")
     p.add_argument("image", type=Path)
@@ -190,7 +213,7 @@ def _generate(args: argparse.Namespace, mode: Mode) -> int:
     if mode is Mode.REMOVE:
         from sdstudio.engine.classical import ClassicalFillEngine
 
-        engine = ClassicalFillEngine()
+        engine = ClassicalFillEngine(method=args.fill)
     else:
         from sdstudio.engine.diffusers_engine import DiffusersEngine
 
@@ -235,6 +258,59 @@ def _generate(args: argparse.Namespace, mode: Mode) -> int:
     raise SDStudioError("The engine stopped without a result.")
 
 
+def _restore(args: argparse.Namespace) -> int:
+    import time
+
+    from sdstudio.core import adjust
+    from sdstudio.core.damage import detect_damage
+    from sdstudio.core.imageio import FORMATS as SAVE_FORMATS
+    from sdstudio.core.imageio import save_image
+    from sdstudio.engine.restore import restore
+
+    _check_output(args)
+    for name, value in (("--sensitivity", args.sensitivity), ("--denoise", args.denoise)):
+        if value is not None and not 0.0 <= value <= 1.0:
+            raise SDStudioError(f"{name} must be between 0 and 1, not {value}.")
+    if args.mask_out is not None and args.mask_out.suffix.lower() not in SAVE_FORMATS:
+        raise SDStudioError(
+            f"Cannot write '{args.mask_out}': use one of {', '.join(sorted(SAVE_FORMATS))}."
+        )
+    image, mask = _load_inputs(args)
+    done = [f"Restored with SD Studio {__version__}"]
+    started = time.perf_counter()
+    if mask is None:
+        print("Detecting damage ...", file=sys.stderr, flush=True)
+        report = detect_damage(image, sensitivity=args.sensitivity)
+        mask = report.mask
+        print(f"Found {report.summary()}", file=sys.stderr)
+        done.append(f"damage detected (sensitivity {args.sensitivity:g}): {report.summary()}")
+    else:
+        share = 100 * float((mask > 0).mean())
+        done.append(f"damage mask '{args.mask.name}' ({share:.2f}% of the picture)")
+    if args.mask_out is not None:
+        save_image(args.mask_out, mask)
+        print(f"Saved mask {args.mask_out}", file=sys.stderr)
+    look = adjust.is_monochrome(image)
+    progress = _Progress()
+    result = restore(image, mask, progress=progress.step)
+    if mask.any():
+        done.append("repaired with the model-free fill" + (f", kept {look}" if look else ""))
+    if args.levels:
+        result = adjust.auto_levels(result)
+        done.append("auto levels")
+    if args.white_balance:
+        result = adjust.white_balance(result)
+        done.append("white balance (grey world)")
+    if args.denoise:
+        print("Denoising ...", file=sys.stderr, flush=True)
+        result = adjust.denoise(result, args.denoise)
+        done.append(f"denoise {args.denoise:g}")
+    save_image(args.output, result, parameters="; ".join(done))
+    seconds = time.perf_counter() - started
+    print(f"Saved {args.output} ({seconds:.1f} s)", file=sys.stderr)
+    return 0
+
+
 def _info(args: argparse.Namespace) -> int:
     from sdstudio.core.imageio import read_parameters
 
@@ -246,7 +322,7 @@ def _info(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = ("inpaint", "img2img", "txt2img", "remove", "info")
+COMMANDS = ("inpaint", "img2img", "txt2img", "remove", "restore", "info")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -267,6 +343,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "info":
             return _info(args)
+        if args.command == "restore":
+            return _restore(args)
         return _generate(args, Mode(args.command))
     except KeyboardInterrupt:
         print("\nCancelled.", file=sys.stderr)

@@ -2,10 +2,11 @@ import threading
 
 import numpy as np
 
-from sdstudio.core.mask import blend_alpha
+from sdstudio.core.mask import blend_alpha, grow
 from sdstudio.core.request import GenerationRequest, Mode
-from sdstudio.engine.classical import ClassicalFillEngine, classical_fill
+from sdstudio.engine.classical import HALO, ClassicalFillEngine, classical_fill
 from sdstudio.engine.events import Cancelled, Failed, Finished, Started, Step
+from sdstudio.engine.fill import DEFAULT_METHOD, LABELS, resolve
 
 
 def remove_request(image, mask, **changes):
@@ -32,7 +33,8 @@ def test_remove_engine_events_and_bit_exact_outside(photo, edge_mask):
     outside = blend_alpha(edge_mask, 2) == 0
     np.testing.assert_array_equal(result[outside], photo[outside])
     assert not np.array_equal(result[edge_mask > 0], photo[edge_mask > 0])
-    assert "Sampler: OpenCV Telea (no model)" in done.parameters
+    used = resolve(DEFAULT_METHOD, grow(edge_mask, 2 + HALO))
+    assert f"Sampler: {LABELS[used]}" in done.parameters
     assert "Seed" not in done.parameters  # no seed or steps were used: none are claimed
 
 
@@ -57,3 +59,18 @@ def test_empty_mask_is_a_clear_failure(photo):
     empty = np.zeros(photo.shape[:2], np.uint8)
     events = list(ClassicalFillEngine().run(remove_request(photo, empty), threading.Event()))
     assert len(events) == 1 and isinstance(events[0], Failed) and "empty" in events[0].message
+
+
+def test_engine_method_is_selectable_by_name(photo, edge_mask):
+    done = list(
+        ClassicalFillEngine("telea").run(remove_request(photo, edge_mask), threading.Event())
+    )[-1]
+    assert isinstance(done, Finished)
+    assert "Sampler: OpenCV Telea (no model)" in done.parameters
+
+
+def test_unknown_engine_method_fails_early():
+    import pytest
+
+    with pytest.raises(ValueError, match="unknown fill method"):
+        ClassicalFillEngine("magic")

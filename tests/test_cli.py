@@ -293,3 +293,23 @@ def test_inpaint_with_a_single_file_checkpoint_and_a_lora(
     outside = blend_alpha(edge_mask, 4) == 0
     np.testing.assert_array_equal(result[outside], photo[outside])
     assert "<lora:lora1:0.7>" in read_parameters(out).splitlines()[0]  # the prompt as written
+
+
+def test_remove_fill_methods_match_the_engine(files, photo, edge_mask):
+    from sdstudio.cli import FILL_METHODS
+    from sdstudio.engine.fill import METHODS
+
+    assert set(FILL_METHODS) == set(METHODS)
+    out = files / "pm.png"
+    args = [
+        "remove",
+        str(files / "photo.png"),
+        "--mask",
+        str(files / "mask.png"),
+        "--fill",
+        "patchmatch",
+    ]
+    assert main([*args, "-o", str(out)]) == 0
+    assert "PatchMatch" in read_parameters(out)
+    outside = blend_alpha(edge_mask, 4) == 0
+    np.testing.assert_array_equal(load_image(out)[outside], photo[outside])

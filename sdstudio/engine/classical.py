@@ -1,32 +1,52 @@
-"""Model-free filling: OpenCV inpainting, for "remove" with no model and as a diffusion pre-fill."""
+"""Model-free filling (``sdstudio.engine.fill``), for "remove" with no model and as a diffusion
+pre-fill."""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
 
-import cv2
 import numpy as np
 
 from sdstudio.core.errors import RequestError
+from sdstudio.core.mask import grow
 from sdstudio.core.metadata import format_fill_parameters
 from sdstudio.core.request import GenerationRequest, Mode
 from sdstudio.engine import inpaint
 from sdstudio.engine.events import Cancelled, Event, Finished, Started, Step
-from sdstudio.engine.streaming import failure_event
+from sdstudio.engine.fill import DEFAULT_METHOD, LABELS, get_method, resolve
+from sdstudio.engine.streaming import RunCancelled, failure_event
 
-FILL_RADIUS = 5
+HALO = 2
+"""Extra pixels the removal fill treats as unknown past ``crop.fill_mask`` (the mask grown by its
+blur). Anti-aliased object edges, halos and contact shadows sit in the first pixel or two outside
+a hand-painted mask; as *context* they would be copied or diffused back into the hole (a ghost
+outline). Growing the fill mask only changes what the fill reads: the paste-back still uses the
+request's soft mask, so no pixel beyond the blend zone changes."""
 
 
-def classical_fill(rgb: np.ndarray, mask: np.ndarray, radius: int = FILL_RADIUS) -> np.ndarray:
-    """Fill the masked pixels of an 8-bit RGB image from their surroundings (Telea's method)."""
+def classical_fill(
+    rgb: np.ndarray,
+    mask: np.ndarray,
+    method: str = DEFAULT_METHOD,
+    cancel: threading.Event | None = None,
+) -> np.ndarray:
+    """Fill the masked pixels of an 8-bit RGB image from their surroundings.
+
+    ``method``: a name from ``sdstudio.engine.fill.METHODS`` ("telea", "navier-stokes",
+    "patchmatch", "structure-texture", "auto"). Raises ``RunCancelled`` when ``cancel`` is set.
+    """
     if not mask.any():
         return rgb.copy()
-    return cv2.inpaint(np.ascontiguousarray(rgb), mask, radius, cv2.INPAINT_TELEA)
+    return get_method(method)(np.ascontiguousarray(rgb), mask, cancel)
 
 
 class ClassicalFillEngine:
     """Removes what the mask covers with no model: works offline, on any machine, in a moment."""
+
+    def __init__(self, method: str = DEFAULT_METHOD):
+        get_method(method)  # an unknown name fails here, not mid-run
+        self.method = method
 
     def run(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[Event]:
         if request.mode not in (Mode.REMOVE, Mode.INPAINT):
@@ -43,9 +63,16 @@ class ClassicalFillEngine:
         if cancel.is_set():
             yield Cancelled()
             return
+        fill_mask = crop.fill_mask
+        if request.mode is Mode.REMOVE:
+            fill_mask = grow(fill_mask, HALO)
         try:
-            filled = classical_fill(crop.rgb, crop.fill_mask)
+            method = resolve(self.method, fill_mask)  # the label names what really ran
+            filled = classical_fill(crop.rgb, fill_mask, method, cancel)
             patch = inpaint.finish(request.with_(color_match=False), crop, filled)
+        except RunCancelled:
+            yield Cancelled()
+            return
         except Exception as error:  # noqa: BLE001
             yield failure_event(error)
             return
@@ -56,6 +83,6 @@ class ClassicalFillEngine:
         assert request.image is not None
         height, width = request.image.shape[:2]
         parameters = format_fill_parameters(
-            request, width=width, height=height, method="OpenCV Telea (no model)"
+            request, width=width, height=height, method=LABELS[method]
         )
         yield Finished(patch, crop.box, parameters, request)

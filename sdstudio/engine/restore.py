@@ -1,0 +1,134 @@
+"""Old-photo repair: fill the damaged pixels with the model-free fill, paste back softly.
+
+The picture is worked on in windows around each damaged area (tiles for an area that spans a
+large scan), each filled on an 8-bit RGB copy and blended into the picture's own pixels with
+``blend_patch``: every pixel outside the blend zone stays bit-exact, 16-bit included.
+Black-and-white photos stay black-and-white: grey pictures get luminance back, and RGB photos
+that look grey or sepia get repaired pixels put back on their own tone curve (colour as a
+function of luminance), so no colour creeps in.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+
+import cv2
+import numpy as np
+
+from sdstudio.core.adjust import is_monochrome, tone_curve
+from sdstudio.core.errors import MaskError
+from sdstudio.core.mask import blend_alpha, blend_reach, grow
+from sdstudio.core.pixels import to_rgb8
+from sdstudio.core.region import Box
+from sdstudio.engine.classical import classical_fill
+from sdstudio.engine.compositing import blend_patch
+
+BLUR = 1
+"""Soft edge of the paste-back, in pixels (the blend zone reaches ``2 * BLUR`` past the mask)."""
+CONTEXT = 24
+"""Untouched pixels around each blend zone that the fill may draw from."""
+TILE = 1024
+"""Areas whose window is larger than TILE x TILE are repaired tile by tile."""
+
+Progress = Callable[[int, int], None]
+
+
+class RestoreCancelled(Exception):
+    """The repair was cancelled; the input is untouched."""
+
+
+def restore(
+    image: np.ndarray,
+    mask: np.ndarray,
+    *,
+    cancel: threading.Event | None = None,
+    progress: Progress | None = None,
+) -> np.ndarray:
+    """A copy of ``image`` with the pixels under ``mask`` (255 = damaged) repaired.
+
+    ``image`` is grey, RGB or RGBA, 8 or 16 bits; the result has the same dtype and layout.
+    ``progress(done, total)`` is called after each window; ``cancel`` set raises
+    ``RestoreCancelled``.
+    """
+    if mask.shape != image.shape[:2]:
+        raise MaskError(
+            f"The mask is {mask.shape[1]}x{mask.shape[0]} but the picture is "
+            f"{image.shape[1]}x{image.shape[0]}: make a mask of the same size."
+        )
+    mask = np.where(mask > 0, 255, 0).astype(np.uint8)
+    out = image.copy()
+    if not mask.any():
+        return out
+    tone = _tone_table(image)
+    windows = list(_windows(mask))
+    for done, (core, window, area) in enumerate(windows, 1):
+        if cancel is not None and cancel.is_set():
+            raise RestoreCancelled("Repair cancelled; the picture is unchanged.")
+        _repair_window(out, mask, core, window, area, tone)
+        if progress is not None:
+            progress(done, len(windows))
+    return out
+
+
+def _tone_table(image: np.ndarray) -> np.ndarray | None:
+    """For an RGB photo that looks grey or sepia, its 256 x 3 tone curve; else None."""
+    if image.ndim == 2 or is_monochrome(image) is None:
+        return None
+    return tone_curve(to_rgb8(image))[0]
+
+
+def _windows(mask: np.ndarray) -> Iterator[tuple[Box, Box, np.ndarray]]:
+    """(core, window, area mask) for each damaged area: the blend zone of ``area`` within
+    ``core`` is repaired from the pixels of ``window`` (core + context, clamped)."""
+    height, width = mask.shape
+    reach = blend_reach(BLUR)
+    # Areas whose blend zones cannot touch: label the mask grown by the reach.
+    zones = cv2.dilate(mask, np.ones((2 * reach + 1, 2 * reach + 1), np.uint8))
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(zones, connectivity=8)
+    margin = reach + CONTEXT
+    for index in range(1, n):
+        x, y, w, h = (int(v) for v in stats[index, :4])
+        for ty in range(y, y + h, TILE):
+            for tx in range(x, x + w, TILE):
+                core = Box(tx, ty, min(tx + TILE, x + w), min(ty + TILE, y + h))
+                window = core.expand(margin).clamp(width, height)
+                area = labels[window.slices] == index
+                if area[_inner(core, window)].any():
+                    yield core, window, area
+
+
+def _inner(core: Box, window: Box) -> tuple[slice, slice]:
+    """``core`` in the coordinates of ``window``."""
+    return (
+        slice(core.y0 - window.y0, core.y1 - window.y0),
+        slice(core.x0 - window.x0, core.x1 - window.x0),
+    )
+
+
+def _repair_window(
+    out: np.ndarray,
+    mask: np.ndarray,
+    core: Box,
+    window: Box,
+    area: np.ndarray,
+    tone: np.ndarray | None,
+) -> None:
+    damaged = mask[window.slices]
+    own = np.where(area, damaged, 0).astype(np.uint8)
+    # Fill every damaged pixel of the window (so no damage leaks in as context), blend only
+    # this area's zone, and only inside the core (tiles of one area share the work).
+    fill_mask = grow(damaged, BLUR)
+    filled = classical_fill(to_rgb8(out[window.slices]), fill_mask)
+    if tone is not None:
+        filled = _on_tone_curve(filled, tone)
+    alpha = blend_alpha(own, BLUR)
+    inner = _inner(core, window)
+    target = out[core.slices]
+    target[...] = blend_patch(target, filled[inner], alpha[inner])
+
+
+def _on_tone_curve(rgb: np.ndarray, tone: np.ndarray) -> np.ndarray:
+    """Keep the luminance of ``rgb``, take the colour the photo has at that luminance."""
+    luma = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
+    return np.clip(np.rint(tone[luma]), 0, 255).astype(np.uint8)
