@@ -292,11 +292,11 @@ def test_missing_hub_model_is_downloaded_with_progress_then_generated(
     document.set_mask(edge_mask)
     window.panel.apply({"model": "someone/not-downloaded"})
     monkeypatch.setattr(
-        "sdstudio.qt.main_window.needs_download", lambda ref: ref == "someone/not-downloaded"
+        "sdstudio.qt.model_actions.needs_download", lambda ref: ref == "someone/not-downloaded"
     )
     answers = [QMessageBox.StandardButton.No, QMessageBox.StandardButton.Yes]
     monkeypatch.setattr(
-        "sdstudio.qt.main_window.QMessageBox.question", lambda *a, **k: answers.pop(0)
+        "sdstudio.qt.model_actions.QMessageBox.question", lambda *a, **k: answers.pop(0)
     )
     fetched = []
 
