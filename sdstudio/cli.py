@@ -65,7 +65,8 @@ def _add_inpaint_area_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="sdstudio",
-        description="SD Studio: inpainting, img2img and text-to-image with Stable Diffusion.",
+        description="SD Studio: inpainting, img2img and text-to-image with Stable Diffusion. "
+        "'sdstudio' alone opens the editor; 'sdstudio PICTURE' opens it on a picture.",
     )
     parser.add_argument("--version", action="version", version=f"sdstudio {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log details and tracebacks")
