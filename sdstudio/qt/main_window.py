@@ -27,6 +27,7 @@ from sdstudio.qt.lora_panel import LoraPanel
 from sdstudio.qt.model_actions import ModelActions
 from sdstudio.qt.model_library import models_folder
 from sdstudio.qt.panel import GenerationPanel
+from sdstudio.qt.restore_panel import RestorePanel
 from sdstudio.qt.session import EditorSession
 from sdstudio.qt.worker import GenerationWorker
 
@@ -98,6 +99,12 @@ class MainWindow(ModelActions, FileHandling, QMainWindow):
         lora_dock.setWidget(self.loras)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, lora_dock)
         self.tabifyDockWidget(panel_dock, lora_dock)
+        self.restore_panel = RestorePanel(lambda: self.session.document)
+        restore_dock = QDockWidget("Restore", self)
+        restore_dock.setObjectName("restore_dock")
+        restore_dock.setWidget(self.restore_panel)
+        self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, restore_dock)
+        self.tabifyDockWidget(lora_dock, restore_dock)
         panel_dock.raise_()
         strip_dock = QDockWidget("Results", self)
         strip_dock.setObjectName("results_dock")
@@ -252,6 +259,7 @@ class MainWindow(ModelActions, FileHandling, QMainWindow):
         self.panel.prompt_edit.textChanged.connect(
             lambda: self.loras.follow_prompt(self.panel.prompt_edit.toPlainText())
         )
+        self.restore_panel.status.connect(lambda text: self.statusBar().showMessage(text))
         self.loras.prompt_edited.connect(lambda text: self.panel.apply({"prompt": text}))
         self.panel.generate_requested.connect(self.generate)
         self.panel.cancel_requested.connect(self.cancel)

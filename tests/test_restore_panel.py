@@ -1,0 +1,68 @@
+"""The Restore panel in the window: detect -> editable mask -> repair, and the fixes, each undoable."""
+
+import cv2
+import numpy as np
+from PySide6.QtCore import QSettings
+
+from sdstudio.core.document import Document
+from sdstudio.engine.fake import FakeEngine
+from sdstudio.qt.main_window import MainWindow
+
+
+def scratched_scan():
+    rng = np.random.default_rng(3)
+    clean = np.clip(rng.normal(140, 6, (240, 320)), 0, 255).astype(np.uint8)
+    clean = cv2.GaussianBlur(clean, (5, 5), 0)
+    damaged = clean.copy()
+    cv2.line(damaged, (20, 40), (300, 200), 250, 2)
+    return clean, damaged
+
+
+def make(qtbot, tmp_path):
+    window = MainWindow(
+        settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
+        engine_factory=FakeEngine,
+    )
+    window.confirm_discard = lambda: True
+    qtbot.addWidget(window)
+    return window
+
+
+def test_detect_then_repair_then_undo(qtbot, tmp_path):
+    window = make(qtbot, tmp_path)
+    clean, damaged = scratched_scan()
+    window.set_document(Document(damaged.copy()))
+    document = window.session.document
+    panel = window.restore_panel
+    panel.detect()
+    qtbot.waitUntil(lambda: document.has_mask and not panel.busy, timeout=10000)
+    on_line = document.mask[damaged > 200]
+    assert (on_line > 0).mean() > 0.8  # the scratch is proposed
+    assert (document.mask > 0).mean() < 0.05  # and little else
+    panel.repair()
+    qtbot.waitUntil(lambda: not panel.busy and not document.has_mask, timeout=10000)
+    assert document.image.ndim == 2  # grey stays grey
+    error_before = np.abs(damaged.astype(int) - clean).mean()
+    error_after = np.abs(document.image.astype(int) - clean).mean()
+    assert error_after < error_before / 3
+    window.undo()  # one step back: damage and the mask return
+    np.testing.assert_array_equal(document.image, damaged)
+    assert document.has_mask
+    window.close()
+
+
+def test_fixes_are_undoable_steps_and_repair_needs_a_mask(qtbot, tmp_path):
+    window = make(qtbot, tmp_path)
+    faded = np.full((60, 80, 3), (120, 110, 100), np.uint8)
+    faded[:, 40:] = (150, 140, 130)
+    window.set_document(Document(faded.copy()))
+    document = window.session.document
+    panel = window.restore_panel
+    panel.repair()
+    assert "Nothing to repair" in window.statusBar().currentMessage()
+    panel._adjust("Auto levels", "auto_levels")
+    qtbot.waitUntil(lambda: not panel.busy and document.can_undo, timeout=10000)
+    assert document.image.max() > faded.max() and document.undo_label == "Auto levels"
+    window.undo()
+    np.testing.assert_array_equal(document.image, faded)
+    window.close()
