@@ -101,6 +101,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="model-free fill: telea (default: best measured), navier-stokes, patchmatch "
         "(copies texture, keeps edges sharp), structure-texture, or auto (patchmatch for big holes)",
     )
+    p.add_argument(
+        "--refine",
+        action="store_true",
+        help="after the fill, let a model denoise the area partially with a neutral prompt",
+    )
+    p.add_argument("--model", default=None, help="model for --refine (default: SD 1.5 inpainting)")
+    p.add_argument("--strength", type=float, default=0.5, help="--refine strength (default 0.5)")
+    p.add_argument("--steps", type=int, default=20, help="--refine steps (default 20)")
+    p.add_argument("--seed", type=int, default=None, help="--refine seed (default: random)")
+    p.add_argument("--models-dir", type=Path, help=argparse.SUPPRESS)
     p.add_argument("-o", "--output", required=True, type=Path)
 
     p = commands.add_parser("restore", help="repair scratches, dust and creases (no model needed)")
@@ -157,7 +167,13 @@ def _request(args: argparse.Namespace, mode: Mode, image, mask) -> GenerationReq
     from sdstudio.engine.models import DEFAULT_INPAINT_MODEL, DEFAULT_MODEL
 
     fields: dict = {"mode": mode, "image": image, "mask": mask}
-    if mode is not Mode.REMOVE:
+    if mode is Mode.REMOVE and args.refine:  # the engine supplies a neutral prompt
+        fields.update(
+            model=args.model or os.environ.get("SDSTUDIO_MODEL") or DEFAULT_INPAINT_MODEL,
+            steps=args.steps,
+            seed=random_seed() if args.seed is None else args.seed,
+        )
+    elif mode is not Mode.REMOVE:
         default = DEFAULT_INPAINT_MODEL if mode is Mode.INPAINT else DEFAULT_MODEL
         fields.update(
             prompt=args.prompt,
@@ -211,7 +227,7 @@ def _generate(args: argparse.Namespace, mode: Mode) -> int:
     _check_output(args)
     image, mask = _load_inputs(args)
     request = _request(args, mode, image, mask)
-    if mode is Mode.REMOVE:
+    if mode is Mode.REMOVE and not args.refine:
         from sdstudio.engine.classical import ClassicalFillEngine
 
         engine = ClassicalFillEngine(method=args.fill)
@@ -240,7 +256,7 @@ def _generate(args: argparse.Namespace, mode: Mode) -> int:
                 _write_preview(args.previews, event)
             elif isinstance(event, Finished):
                 save_image(args.output, event.composite(image), parameters=event.parameters)
-                seed = "" if mode is Mode.REMOVE else f" (seed {request.seed})"
+                seed = "" if mode is Mode.REMOVE and not args.refine else f" (seed {request.seed})"
                 print(f"Saved {args.output}{seed}", file=sys.stderr)
                 return 0
             elif isinstance(event, Failed):

@@ -313,3 +313,31 @@ def test_remove_fill_methods_match_the_engine(files, photo, edge_mask):
     assert "PatchMatch" in read_parameters(out)
     outside = blend_alpha(edge_mask, 4) == 0
     np.testing.assert_array_equal(load_image(out)[outside], photo[outside])
+
+
+def test_remove_with_model_refine(files, photo, edge_mask, sd1_inpaint_model, capsys):
+    out = files / "refined.png"
+    code = main(
+        [
+            "remove",
+            str(files / "photo.png"),
+            "--mask",
+            str(files / "mask.png"),
+            "--refine",
+            "--model",
+            sd1_inpaint_model,
+            "--steps",
+            "4",
+            "--strength",
+            "0.5",
+            "--seed",
+            "2",
+            "-o",
+            str(out),
+        ]
+    )
+    assert code == 0, capsys.readouterr().err
+    text = read_parameters(out)
+    assert "Denoising strength: 0.5" in text and "Seed: 2" in text
+    outside = blend_alpha(edge_mask, 4) == 0
+    np.testing.assert_array_equal(load_image(out)[outside], photo[outside])

@@ -312,3 +312,17 @@ def test_missing_hub_model_is_downloaded_with_progress_then_generated(
     window.generate()  # answered Yes: download, then generate
     qtbot.waitUntil(lambda: len(window.session.candidates) == 1, timeout=5000)
     assert fetched == ["someone/not-downloaded"] and window.download is None
+
+
+def test_remove_and_refine_sends_a_gentle_remove_to_the_model(
+    qtbot, make_window, tmp_path, photo, edge_mask
+):
+    engine = FakeEngine(steps=2)
+    window = make_window(engine)
+    document = open_photo(qtbot, window, tmp_path, photo)
+    document.set_mask(edge_mask)
+    window.panel.apply({"strength": 0.9})
+    window.remove_and_refine()
+    qtbot.waitUntil(lambda: len(window.session.candidates) == 1, timeout=5000)
+    (request,) = engine.requests
+    assert request.mode.value == "remove" and request.strength == 0.5

@@ -210,7 +210,13 @@ class MainWindow(ModelActions, FileHandling, QMainWindow):
         generate = menus.addMenu("&Generate")
         self._action(generate, "&Generate", self.generate, ["Ctrl+Return", "Ctrl+Enter"])
         self._action(generate, "&Cancel", self.cancel, ["Esc"])
-        self._action(generate, "&Remove (no model)", self.session.remove, ["Delete"])
+        self._action(generate, "&Remove (no model)", lambda: self.session.remove(), ["Delete"])
+        self._action(
+            generate,
+            "Remove, then &refine with the model",
+            self.remove_and_refine,
+            ["Shift+Delete"],
+        )
         generate.addSeparator()
         self._action(generate, "&Accept result", self.session.accept, ["Return", "Enter"])
         self._action(
@@ -263,7 +269,7 @@ class MainWindow(ModelActions, FileHandling, QMainWindow):
         self.loras.prompt_edited.connect(lambda text: self.panel.apply({"prompt": text}))
         self.panel.generate_requested.connect(self.generate)
         self.panel.cancel_requested.connect(self.cancel)
-        self.panel.remove_requested.connect(s.remove)
+        self.panel.remove_requested.connect(lambda: s.remove())
         self.strip.selected.connect(s.select)
         self.strip.accept_requested.connect(s.accept)
         self.strip.discard_requested.connect(s.discard)

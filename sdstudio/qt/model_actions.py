@@ -17,6 +17,13 @@ class ModelActions:
 
     def generate(self) -> None:
         """Generate; a hub model not yet on this computer is downloaded first, with progress."""
+        self._with_model(self.session.generate)
+
+    def remove_and_refine(self) -> None:
+        """Remove with the model-free fill, then a partial diffusion pass with a neutral prompt."""
+        self._with_model(lambda: self.session.remove(refine=True))
+
+    def _with_model(self, run) -> None:
         model = self.panel.settings()["model"]
         if self.download is not None:
             self.statusBar().showMessage("Still downloading the model: wait, or cancel with Esc.")
@@ -29,16 +36,16 @@ class ModelActions:
                 "Hugging Face Hub (a few GB, once)? The generation starts when it is done.",
             )
             if answer == QMessageBox.StandardButton.Yes:
-                self._download_then_generate(model)
+                self._download_then(model, run)
             return
-        self.session.generate()
+        run()
 
     def cancel(self) -> None:
         if self.download is not None:
             self.download.cancel.set()
         self.session.cancel()
 
-    def _download_then_generate(self, model: str) -> None:
+    def _download_then(self, model: str, run) -> None:
         self.download = Download(model)
 
         def progress(done: int, total: int, speed: float) -> None:
@@ -54,7 +61,7 @@ class ModelActions:
         def finished(_folder: str) -> None:
             self.download = None
             self._on_progress(0, 0, -1.0)
-            self.session.generate()
+            run()
 
         def failed(message: str) -> None:
             self.download = None

@@ -49,6 +49,10 @@ def qimage_of(array: np.ndarray) -> QImage:
     return QImage(rgba.data, width, height, width * 4, QImage.Format.Format_RGBA8888).copy()
 
 
+REFINE_STRENGTH = 0.5
+"""The most a model refine of a removal may change the pre-filled area."""
+
+
 def decide_mode(document: Document, blank: bool) -> Mode:
     if document.has_mask:
         return Mode.INPAINT
@@ -122,6 +126,8 @@ class EditorSession(QObject):
             "padding": s["padding"],
             "mask_blur": s["mask_blur"],
         }
+        if mode is Mode.REMOVE:  # a refine must not invent: keep most of the pre-fill
+            fields["strength"] = min(fields["strength"], REFINE_STRENGTH)
         if mode is Mode.TXT2IMG:
             fields.update(width=snap8(document.width), height=snap8(document.height))
         else:
@@ -136,12 +142,13 @@ class EditorSession(QObject):
     def generate(self) -> None:
         self._run(self.workers[0], self.mode())
 
-    def remove(self) -> None:
-        """Fill what the mask covers from its surroundings (no model)."""
+    def remove(self, refine: bool = False) -> None:
+        """Fill what the mask covers from its surroundings (no model); with ``refine``, the
+        model then denoises the pre-filled area partially, with a neutral prompt."""
         if self.document is not None and not self.document.has_mask:
             self.status.emit("Nothing to remove: erase the object with the eraser (E) first.")
             return
-        self._run(self.workers[1], Mode.REMOVE)
+        self._run(self.workers[0 if refine else 1], Mode.REMOVE)
 
     def _run(self, worker, mode: Mode | None) -> None:
         if self.document is None or mode is None:
@@ -157,7 +164,7 @@ class EditorSession(QObject):
             return
         self._set_running(True)
         self.last_seed_changed.emit(requests[0].seed)
-        if mode is not Mode.REMOVE:
+        if worker is self.workers[0]:
             self.status.emit(
                 f"Starting {mode.value} with {requests[0].model} (the first run loads the model; "
                 "this takes a while) …"
