@@ -19,6 +19,12 @@ def files(tmp_path, photo, edge_mask):
     return tmp_path
 
 
+def assert_unchanged_outside(result, photo, mask, blur: int) -> None:
+    """Every pixel outside the blend mask is the input's, bit for bit."""
+    outside = blend_alpha(mask, blur) == 0
+    np.testing.assert_array_equal(result[outside], photo[outside])
+
+
 def error_line(capsys) -> str:
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) >= 1 and err[-1].startswith("sdstudio: error: ")
@@ -35,8 +41,7 @@ def test_remove_needs_no_model(files, photo, edge_mask, capsys):
         == 0
     )
     result = load_image(out)
-    outside = blend_alpha(edge_mask, 4) == 0
-    np.testing.assert_array_equal(result[outside], photo[outside])
+    assert_unchanged_outside(result, photo, edge_mask, 4)
     assert not np.array_equal(result[edge_mask > 0], photo[edge_mask > 0])
     assert main(["info", str(out)]) == 0
     assert "Sampler: OpenCV Telea" in capsys.readouterr().out
@@ -79,8 +84,7 @@ def test_inpaint_with_local_model_and_previews(files, photo, edge_mask, sd1_inpa
         "step-003.png",
     ]
     result = load_image(out)
-    outside = blend_alpha(edge_mask, 3) == 0
-    np.testing.assert_array_equal(result[outside], photo[outside])
+    assert_unchanged_outside(result, photo, edge_mask, 3)
     text = read_parameters(out)
     lines = text.splitlines()
     assert lines[0] == "a red ball" and lines[1] == "Negative prompt: blurry"
@@ -290,8 +294,7 @@ def test_inpaint_with_a_single_file_checkpoint_and_a_lora(
     )
     assert code == 0, capsys.readouterr().err
     result = load_image(out)
-    outside = blend_alpha(edge_mask, 4) == 0
-    np.testing.assert_array_equal(result[outside], photo[outside])
+    assert_unchanged_outside(result, photo, edge_mask, 4)
     assert "<lora:lora1:0.7>" in read_parameters(out).splitlines()[0]  # the prompt as written
 
 
@@ -311,8 +314,7 @@ def test_remove_fill_methods_match_the_engine(files, photo, edge_mask):
     ]
     assert main([*args, "-o", str(out)]) == 0
     assert "PatchMatch" in read_parameters(out)
-    outside = blend_alpha(edge_mask, 4) == 0
-    np.testing.assert_array_equal(load_image(out)[outside], photo[outside])
+    assert_unchanged_outside(load_image(out), photo, edge_mask, 4)
 
 
 def test_remove_with_model_refine(files, photo, edge_mask, sd1_inpaint_model, capsys):
@@ -339,5 +341,4 @@ def test_remove_with_model_refine(files, photo, edge_mask, sd1_inpaint_model, ca
     assert code == 0, capsys.readouterr().err
     text = read_parameters(out)
     assert "Denoising strength: 0.5" in text and "Seed: 2" in text
-    outside = blend_alpha(edge_mask, 4) == 0
-    np.testing.assert_array_equal(load_image(out)[outside], photo[outside])
+    assert_unchanged_outside(load_image(out), photo, edge_mask, 4)

@@ -66,3 +66,17 @@ def test_fixes_are_undoable_steps_and_repair_needs_a_mask(qtbot, tmp_path):
     window.undo()
     np.testing.assert_array_equal(document.image, faded)
     window.close()
+
+
+def test_a_result_is_dropped_if_the_picture_changed_meanwhile(qtbot, tmp_path):
+    window = make(qtbot, tmp_path)
+    _clean, damaged = scratched_scan()
+    window.set_document(Document(damaged.copy()))
+    document = window.session.document
+    panel = window.restore_panel
+    panel.detect()
+    document.invert_mask()  # an edit before the detection's result reaches the GUI thread
+    qtbot.waitUntil(lambda: not panel.busy, timeout=10000)
+    assert (document.mask == 255).all()  # the inverted empty mask, not the proposal
+    assert "changed while this ran" in window.statusBar().currentMessage()
+    window.close()

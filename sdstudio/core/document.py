@@ -93,6 +93,12 @@ class Document:
     def modified(self, value: bool) -> None:
         self._saved_state = _UNSAVED if value else self.history.state
 
+    @property
+    def version(self) -> object:
+        """Equal versions mean equal pixels (picture and mask): cheap to compare, for work done
+        in the background on a snapshot. None while a stroke is being drawn."""
+        return None if self._stroke_pending else self.history.state
+
     def mark_saved(self) -> None:
         self._finish_stroke()
         self.modified = False

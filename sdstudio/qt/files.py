@@ -104,12 +104,12 @@ class FileHandling:
             path = path.with_suffix(".png")
         document = self._document()
         snapshot, parameters = document.image.copy(), self.session.parameters
-        edits = self._edits
+        version = document.version
         self.statusBar().showMessage(f"Exporting {path.name} …")
 
         def saved(_result) -> None:
             self.statusBar().showMessage(f"Exported {path}.", 5000)
-            if document is self._document() and edits == self._edits:
+            if document is self._document() and version is not None and document.version == version:
                 document.mark_saved()  # what is on disk is what is on screen
                 self._update_title()
             self._remember_recent(path)

@@ -368,10 +368,6 @@ class MainWindow(ModelActions, FileHandling, QMainWindow):
         self.panel.set_mode_text("" if mode is None else f"Mode: {mode.value}")
         self._update_title()
 
-    def _on_edit(self, _box) -> None:
-        self._edits += 1
-        self._update_title()
-
     def _update_title(self) -> None:
         document = self._document()
         if document is None:
@@ -382,8 +378,7 @@ class MainWindow(ModelActions, FileHandling, QMainWindow):
 
     def set_document(self, document: Document, blank: bool = False) -> None:
         self.session.set_document(document, blank=blank)
-        self._edits = 0
-        document.add_listener(self._on_edit)
+        document.add_listener(lambda _box: self._update_title())
         self._update_mode()
 
     # -- state and closing ----------------------------------------------------------------------

@@ -48,13 +48,14 @@ class RestorePanel(QWidget):
         layout = QVBoxLayout(self)
         layout.addWidget(self.note)
         layout.addLayout(form)
-        for button in (
+        self.buttons = (
             self.detect_button,
             self.repair_button,
             self.levels_button,
             self.balance_button,
             self.denoise_button,
-        ):
+        )
+        for button in self.buttons:
             layout.addWidget(button)
         layout.addStretch(1)
         self.detect_button.clicked.connect(self.detect)
@@ -70,6 +71,7 @@ class RestorePanel(QWidget):
         if document is None:
             return
         image, sensitivity = document.image.copy(), self.sensitivity.value() / 100
+        version = document.version
 
         def work():
             from sdstudio.core.damage import detect_damage
@@ -77,7 +79,7 @@ class RestorePanel(QWidget):
             return detect_damage(image, sensitivity=sensitivity)
 
         def done(report) -> None:
-            if self._still(document, image):
+            if self._still(document, version):
                 document.set_mask(report.mask, label="Detected damage")
                 self.status.emit(
                     f"{report.summary()}: correct the mask with the brushes, then Repair."
@@ -96,6 +98,7 @@ class RestorePanel(QWidget):
         if document is None:
             return
         image, mask = document.image.copy(), document.mask.copy()
+        version = document.version
 
         def work():
             from sdstudio.engine.restore import restore
@@ -103,7 +106,7 @@ class RestorePanel(QWidget):
             return restore(image, mask)
 
         def done(result: np.ndarray) -> None:
-            if self._still(document, image, mask):
+            if self._still(document, version):
                 document.apply_patch(
                     document.bounds, result, label="Repair damage", clear_mask=True
                 )
@@ -116,6 +119,7 @@ class RestorePanel(QWidget):
         if document is None:
             return
         image = document.image.copy()
+        version = document.version
 
         def work():
             from sdstudio.core import adjust
@@ -123,7 +127,7 @@ class RestorePanel(QWidget):
             return getattr(adjust, name)(image)
 
         def done(result: np.ndarray) -> None:
-            if self._still(document, image):
+            if self._still(document, version):
                 document.apply_patch(document.bounds, result, label=label)
                 self.status.emit(f"{label} applied (Ctrl+Z undoes it).")
 
@@ -155,11 +159,9 @@ class RestorePanel(QWidget):
 
         run_in_background(work, finish, failed)
 
-    def _still(self, document: Document, image: np.ndarray, mask: np.ndarray | None = None) -> bool:
-        """The picture (and mask) are what the work started from; else say so and drop it."""
-        same = document is self._document() and np.array_equal(document.image, image)
-        if same and mask is not None:
-            same = np.array_equal(document.mask, mask)
+    def _still(self, document: Document, version: object) -> bool:
+        """The picture and mask are what the work started from; else say so and drop it."""
+        same = document is self._document() and version is not None and document.version == version
         if not same:
             self.status.emit(
                 "The picture changed while this ran; nothing was applied. Run it again."
@@ -168,11 +170,5 @@ class RestorePanel(QWidget):
 
     def _set_busy(self, busy: bool) -> None:
         self.busy = busy
-        for button in (
-            self.detect_button,
-            self.repair_button,
-            self.levels_button,
-            self.balance_button,
-            self.denoise_button,
-        ):
+        for button in self.buttons:
             button.setEnabled(not busy)
