@@ -20,7 +20,7 @@ from sdstudio.core.request import GenerationRequest, Mode, Scheduler, random_see
 log = logging.getLogger("sdstudio")
 
 PREVIEW_MAX_SIDE = 1024
-FILL_METHODS = ("telea", "navier-stokes", "patchmatch", "structure-texture", "auto")
+FILL_METHODS = ("auto", "structure-texture", "patchmatch", "harmonic", "telea", "navier-stokes")
 """sdstudio.engine.fill.METHODS, named here so that building the parser stays cheap."""
 
 
@@ -97,9 +97,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--fill",
         choices=FILL_METHODS,
-        default="telea",
-        help="model-free fill: telea (default: best measured), navier-stokes, patchmatch "
-        "(copies texture, keeps edges sharp), structure-texture, or auto (patchmatch for big holes)",
+        default="auto",
+        help="model-free fill: auto (default, best measured: structure-texture, or harmonic for "
+        "thin holes), structure-texture (smooth shading + copied texture), patchmatch (copied "
+        "texture only, sharpest edges), harmonic (smooth), telea or navier-stokes (OpenCV)",
     )
     p.add_argument(
         "--refine",

@@ -180,7 +180,7 @@ def test_remove_without_model_then_export_carries_parameters(
     qtbot.waitUntil(lambda: out.exists() and not window.windowTitle().startswith("*"), timeout=5000)
     result = load_image(out)
     np.testing.assert_array_equal(result, document.image)
-    assert "OpenCV Telea" in read_parameters(out)
+    assert "Sampler: Smooth shading + PatchMatch texture" in read_parameters(out)
 
 
 def test_unreadable_file_is_a_message_not_a_crash(qtbot, make_window, tmp_path):

@@ -33,8 +33,8 @@ def classical_fill(
 ) -> np.ndarray:
     """Fill the masked pixels of an 8-bit RGB image from their surroundings.
 
-    ``method``: a name from ``sdstudio.engine.fill.METHODS`` ("telea", "navier-stokes",
-    "patchmatch", "structure-texture", "auto"). Raises ``RunCancelled`` when ``cancel`` is set.
+    ``method``: a name from ``sdstudio.engine.fill.METHODS`` ("auto", "structure-texture",
+    "patchmatch", "harmonic", "telea", "navier-stokes"). Raises ``RunCancelled`` when ``cancel`` is set.
     """
     if not mask.any():
         return rgb.copy()

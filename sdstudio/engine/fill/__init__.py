@@ -15,30 +15,33 @@ import numpy as np
 from sdstudio.engine.fill.hybrid import structure_texture
 from sdstudio.engine.fill.opencv import navier_stokes, telea
 from sdstudio.engine.fill.patchmatch import patchmatch
+from sdstudio.engine.fill.smooth import harmonic
 
 FillMethod = Callable[..., np.ndarray]
 
 THIN = 6.0
-"""Holes no more than this many pixels from their edge (scratches, strokes) go to Telea."""
+"""Holes no more than this many pixels from their edge (scratches, strokes) count as thin."""
 
 
 def choose(mask: np.ndarray) -> str:
-    """What "auto" runs: Telea for thin holes (it scores best there), PatchMatch for larger ones."""
+    """What "auto" runs: the membrane for thin holes (too narrow to hold texture; it scores best
+    there), structure + texture for larger ones."""
     hole = (mask > 0).view(np.uint8)
     if hole.any() and cv2.distanceTransform(hole, cv2.DIST_L2, 3).max() > THIN:
-        return "patchmatch"
-    return "telea"
+        return "structure-texture"
+    return "harmonic"
 
 
 def auto(rgb: np.ndarray, mask: np.ndarray, cancel: threading.Event | None = None, progress=None):
-    if choose(mask) == "patchmatch":
-        return patchmatch(rgb, mask, cancel, progress)
-    return telea(rgb, mask, cancel)
+    if choose(mask) == "structure-texture":
+        return structure_texture(rgb, mask, cancel, progress)
+    return harmonic(rgb, mask, cancel)
 
 
 METHODS: dict[str, FillMethod] = {
     "telea": telea,
     "navier-stokes": navier_stokes,
+    "harmonic": harmonic,
     "patchmatch": patchmatch,
     "structure-texture": structure_texture,
     "auto": auto,
@@ -46,16 +49,18 @@ METHODS: dict[str, FillMethod] = {
 LABELS = {
     "telea": "OpenCV Telea (no model)",
     "navier-stokes": "OpenCV Navier-Stokes (no model)",
+    "harmonic": "Smooth membrane fill (no model)",
     "patchmatch": "PatchMatch exemplar fill (no model)",
-    "structure-texture": "Telea structure + PatchMatch texture (no model)",
-    "auto": "Telea or PatchMatch by hole size (no model)",
+    "structure-texture": "Smooth shading + PatchMatch texture (no model)",
+    "auto": "Texture fill, or smooth for thin holes (no model)",
 }
 PROGRESSIVE = {"patchmatch", "structure-texture", "auto"}
 """Methods that take a ``progress(i, n)`` callback (one call per pyramid level)."""
-DEFAULT_METHOD = "telea"
-"""Chosen by bench_fill.py: Telea scores best on PSNR/SSIM over the hole for blobs, strokes and
-blocks on 8 photos (20.8 dB vs 19.0 for PatchMatch) at a fifth of the time. PatchMatch keeps
-texture and straight edges sharp, which those scores do not reward; it stays selectable."""
+DEFAULT_METHOD = "auto"
+"""Chosen by bench_fill.py (8 photos at 1 megapixel, blobs, strokes and blocks): structure + texture
+beats Telea on PSNR and SSIM over the hole and its ring for the large holes, the membrane for thin
+ones, while plain PatchMatch, sharper still, loses to Telea on both scores. The figures are in the
+closing note of issue 5 and the docstrings of ``smooth`` and ``hybrid``."""
 
 
 def resolve(name: str, mask: np.ndarray) -> str:
