@@ -162,3 +162,34 @@ def test_denoise_reduces_noise(dtype, scale, channels):
     after = np.std(out / scale - clean)
     assert after < 0.5 * before
     np.testing.assert_array_equal(denoise(noisy, 0.0), noisy)
+
+
+def test_denoise_in_bands_matches_one_call(monkeypatch):
+    import cv2
+
+    from sdstudio.core import adjust
+
+    rng = np.random.default_rng(5)
+    noisy = np.clip(rng.normal(128, 20, (90, 70, 3)), 0, 255).astype(np.uint8)
+    whole = cv2.fastNlMeansDenoisingColored(
+        noisy, h=9, hColor=9, templateWindowSize=7, searchWindowSize=21
+    )
+    monkeypatch.setattr(adjust, "DENOISE_BAND", 20)
+    steps = []
+    out = adjust.denoise(noisy, 0.5, progress=lambda i, n: steps.append((i, n)))
+    np.testing.assert_array_equal(out, whole)
+    assert steps[0] == (0, 5) and steps[-1] == (5, 5)
+
+
+def test_slow_steps_can_be_cancelled():
+    import threading
+
+    from sdstudio.core.adjust import denoise
+    from sdstudio.core.errors import Cancelled
+
+    cancel = threading.Event()
+    cancel.set()
+    with pytest.raises(Cancelled, match="unchanged"):
+        detect_damage(scene(), cancel=cancel)
+    with pytest.raises(Cancelled, match="Denoise cancelled"):
+        denoise(scene(), 0.5, cancel=cancel)

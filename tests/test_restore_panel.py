@@ -80,3 +80,45 @@ def test_a_result_is_dropped_if_the_picture_changed_meanwhile(qtbot, tmp_path):
     assert (document.mask == 255).all()  # the inverted empty mask, not the proposal
     assert "changed while this ran" in window.statusBar().currentMessage()
     window.close()
+
+
+def test_repair_shows_progress_and_cancel_leaves_the_picture_unchanged(qtbot, tmp_path):
+    import threading
+
+    import sdstudio.engine.restore as restore_module
+
+    window = make(qtbot, tmp_path)
+    _clean, damaged = scratched_scan()
+    window.set_document(Document(damaged.copy()))
+    document = window.session.document
+    mask = np.zeros_like(damaged)
+    for x in range(10, 310, 30):  # ten separate spots: ten windows, ten progress steps
+        mask[100:104, x : x + 4] = 255
+    document.set_mask(mask)
+    panel = window.restore_panel
+    gate = threading.Event()
+    real = restore_module._repair_window
+    calls = []
+
+    def slow(*args):  # hold the worker in its first window until the test lets it go
+        calls.append(1)
+        gate.wait(10)
+        return real(*args)
+
+    restore_module._repair_window = slow
+    try:
+        panel.repair()
+        assert panel.busy and not panel.repair_button.isEnabled()
+        assert panel.progress.isVisibleTo(panel) and panel.cancel_button.isVisibleTo(panel)
+        qtbot.waitUntil(lambda: panel.progress.maximum() == 10, timeout=5000)
+        panel.cancel_button.click()
+        gate.set()
+        qtbot.waitUntil(lambda: not panel.busy, timeout=10000)
+    finally:
+        restore_module._repair_window = real
+    assert "cancelled" in window.statusBar().currentMessage().lower()
+    assert len(calls) == 1  # it stopped at the next window, not after all ten
+    np.testing.assert_array_equal(document.image, damaged)
+    assert document.has_mask and document.undo_label != "Repair damage"  # nothing applied
+    assert not panel.cancel_button.isVisibleTo(panel) and not panel.progress.isVisibleTo(panel)
+    window.close()

@@ -12,11 +12,13 @@ real shapes). The result is a proposed mask the person edits before repairing.
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
 
+from sdstudio.core.jobs import Progress, checkpoint
 from sdstudio.core.pixels import to_8bit
 
 KINDS = ("scratch", "dust", "crease")
@@ -72,10 +74,17 @@ def noise_level(grey: np.ndarray) -> float:
     return 1.4826 * float(np.median(residual)) + 0.5
 
 
-def detect_damage(image: np.ndarray, *, sensitivity: float = 0.5) -> DamageReport:
+def detect_damage(
+    image: np.ndarray,
+    *,
+    sensitivity: float = 0.5,
+    progress: Progress | None = None,
+    cancel: threading.Event | None = None,
+) -> DamageReport:
     """Propose a mask of the damage on ``image`` (grey/RGB/RGBA, 8 or 16 bits).
 
     ``sensitivity`` 0..1: higher finds fainter defects at the cost of more false alarms.
+    ``progress(done, 3)`` follows the three stages; ``cancel`` set raises ``Cancelled``.
     """
     if not 0.0 <= sensitivity <= 1.0:
         raise ValueError(f"sensitivity must be between 0 and 1, not {sensitivity}")
@@ -88,8 +97,12 @@ def detect_damage(image: np.ndarray, *, sensitivity: float = 0.5) -> DamageRepor
     line_threshold = max(6.0 + 14.0 * loose, (3.0 + 4.0 * loose) * sigma)
     dust_threshold = max(14.0 + 26.0 * loose, (5.0 + 5.0 * loose) * sigma)
 
+    stop = "Damage detection cancelled"
+    checkpoint(0, 3, progress, cancel, stop)
     lines, line_response = _find_lines(grey, line_threshold)
+    checkpoint(1, 3, progress, cancel, stop)
     dust = _find_dust(grey, dust_threshold, exclude=lines)
+    checkpoint(2, 3, progress, cancel, stop)
 
     counts, areas = dict.fromkeys(KINDS, 0), dict.fromkeys(KINDS, 0)
     found = np.zeros_like(grey)
@@ -112,6 +125,7 @@ def detect_damage(image: np.ndarray, *, sensitivity: float = 0.5) -> DamageRepor
     found |= dust[0]
     if GROW:
         found = cv2.dilate(found, np.ones((2 * GROW + 1, 2 * GROW + 1), np.uint8))
+    checkpoint(3, 3, progress, cancel, stop)
     return DamageReport(found, counts, areas)
 
 

@@ -31,3 +31,7 @@ class ModelError(SDStudioError):
 
 class GenerationError(SDStudioError):
     """Generation ran but produced no usable result (out of memory, NaN or black output)."""
+
+
+class Cancelled(SDStudioError):
+    """The person cancelled a slow step; nothing was changed."""

@@ -11,18 +11,20 @@ function of luminance), so no colour creeps in.
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 
 import cv2
 import numpy as np
 
 from sdstudio.core.adjust import is_monochrome, tone_curve
-from sdstudio.core.errors import MaskError
+from sdstudio.core.errors import Cancelled, MaskError
+from sdstudio.core.jobs import Progress, checkpoint
 from sdstudio.core.mask import blend_alpha, blend_reach, grow
 from sdstudio.core.pixels import to_rgb8
 from sdstudio.core.region import Box
 from sdstudio.engine.classical import classical_fill
 from sdstudio.engine.compositing import blend_patch
+from sdstudio.engine.streaming import RunCancelled
 
 BLUR = 1
 """Soft edge of the paste-back, in pixels (the blend zone reaches ``2 * BLUR`` past the mask)."""
@@ -31,10 +33,10 @@ CONTEXT = 24
 TILE = 1024
 """Areas whose window is larger than TILE x TILE are repaired tile by tile."""
 
-Progress = Callable[[int, int], None]
+STOP = "Repair cancelled"
 
 
-class RestoreCancelled(Exception):
+class RestoreCancelled(Cancelled):
     """The repair was cancelled; the input is untouched."""
 
 
@@ -62,12 +64,13 @@ def restore(
         return out
     tone = _tone_table(image)
     windows = list(_windows(mask))
-    for done, (core, window, area) in enumerate(windows, 1):
-        if cancel is not None and cancel.is_set():
-            raise RestoreCancelled("Repair cancelled; the picture is unchanged.")
-        _repair_window(out, mask, core, window, area, tone)
-        if progress is not None:
-            progress(done, len(windows))
+    try:
+        for done, (core, window, area) in enumerate(windows):
+            checkpoint(done, len(windows), progress, cancel, STOP)
+            _repair_window(out, mask, core, window, area, tone, cancel)
+        checkpoint(len(windows), len(windows), progress, cancel, STOP)
+    except (Cancelled, RunCancelled):
+        raise RestoreCancelled(f"{STOP}; the picture is unchanged.") from None
     return out
 
 
@@ -113,13 +116,14 @@ def _repair_window(
     window: Box,
     area: np.ndarray,
     tone: np.ndarray | None,
+    cancel: threading.Event | None,
 ) -> None:
     damaged = mask[window.slices]
     own = np.where(area, damaged, 0).astype(np.uint8)
     # Fill every damaged pixel of the window (so no damage leaks in as context), blend only
     # this area's zone, and only inside the core (tiles of one area share the work).
     fill_mask = grow(damaged, BLUR)
-    filled = classical_fill(to_rgb8(out[window.slices]), fill_mask)
+    filled = classical_fill(to_rgb8(out[window.slices]), fill_mask, cancel=cancel)
     if tone is not None:
         filled = _on_tone_curve(filled, tone)
     alpha = blend_alpha(own, BLUR)

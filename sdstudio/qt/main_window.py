@@ -418,6 +418,7 @@ class MainWindow(ModelActions, FileHandling, QMainWindow):
             return
         if self.download is not None:
             self.download.cancel.set()  # what was fetched stays in the cache for next time
+        self.restore_panel.cancel()
         self.save_state()
         self.generation.shutdown()
         self.fill.shutdown()

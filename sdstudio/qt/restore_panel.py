@@ -2,17 +2,29 @@
 
 Detect damage proposes a mask (scratches, dust, creases) that the person edits with the eraser
 and restore brushes; Repair fills it; auto levels, white balance and denoise are optional fixes.
-Each is one undoable step; the work runs off the GUI thread, and a result is dropped (with a
-message) if the picture changed meanwhile.
+Each is one undoable step; the work runs off the GUI thread with a progress bar and a Cancel
+button (Esc while the panel has focus), and a result is dropped (with a message) if the picture
+changed meanwhile.
 """
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 
 import numpy as np
 from PySide6.QtCore import Qt, Signal
-from PySide6.QtWidgets import QFormLayout, QLabel, QPushButton, QSlider, QVBoxLayout, QWidget
+from PySide6.QtGui import QKeySequence, QShortcut
+from PySide6.QtWidgets import (
+    QFormLayout,
+    QHBoxLayout,
+    QLabel,
+    QProgressBar,
+    QPushButton,
+    QSlider,
+    QVBoxLayout,
+    QWidget,
+)
 
 from sdstudio.core.document import Document
 from sdstudio.qt.tasks import run_in_background
@@ -20,6 +32,8 @@ from sdstudio.qt.tasks import run_in_background
 
 class RestorePanel(QWidget):
     status = Signal(str)
+    _progressed = Signal(int, int)
+    """Emitted from the worker thread; Qt delivers it on the GUI thread."""
 
     def __init__(
         self, document: Callable[[], Document | None], parent: QWidget | None = None
@@ -27,6 +41,19 @@ class RestorePanel(QWidget):
         super().__init__(parent)
         self._document = document
         self.busy = False
+        self._cancel: threading.Event | None = None
+        self.progress = QProgressBar()
+        self.progress.setTextVisible(True)
+        self.cancel_button = QPushButton("Cancel")
+        self.cancel_button.setToolTip("Stop this step; the picture stays as it was (Esc)")
+        self.cancel_button.clicked.connect(self.cancel)
+        QShortcut(
+            QKeySequence(Qt.Key.Key_Escape),
+            self,
+            self.cancel,
+            context=Qt.ShortcutContext.WidgetWithChildrenShortcut,
+        )
+        self._progressed.connect(self._show_progress)
         self.sensitivity = QSlider(Qt.Orientation.Horizontal)
         self.sensitivity.setRange(0, 100)
         self.sensitivity.setValue(50)
@@ -57,6 +84,12 @@ class RestorePanel(QWidget):
         )
         for button in self.buttons:
             layout.addWidget(button)
+        working = QHBoxLayout()
+        working.addWidget(self.progress, 1)
+        working.addWidget(self.cancel_button)
+        layout.addLayout(working)
+        self.progress.hide()
+        self.cancel_button.hide()
         layout.addStretch(1)
         self.detect_button.clicked.connect(self.detect)
         self.repair_button.clicked.connect(self.repair)
@@ -73,10 +106,10 @@ class RestorePanel(QWidget):
         image, sensitivity = document.image.copy(), self.sensitivity.value() / 100
         version = document.version
 
-        def work():
+        def work(progress, cancel):
             from sdstudio.core.damage import detect_damage
 
-            return detect_damage(image, sensitivity=sensitivity)
+            return detect_damage(image, sensitivity=sensitivity, progress=progress, cancel=cancel)
 
         def done(report) -> None:
             if self._still(document, version):
@@ -100,10 +133,10 @@ class RestorePanel(QWidget):
         image, mask = document.image.copy(), document.mask.copy()
         version = document.version
 
-        def work():
+        def work(progress, cancel):
             from sdstudio.engine.restore import restore
 
-            return restore(image, mask)
+            return restore(image, mask, progress=progress, cancel=cancel)
 
         def done(result: np.ndarray) -> None:
             if self._still(document, version):
@@ -121,9 +154,11 @@ class RestorePanel(QWidget):
         image = document.image.copy()
         version = document.version
 
-        def work():
+        def work(progress, cancel):
             from sdstudio.core import adjust
 
+            if name == "denoise":  # the slow one: in bands, with progress and cancel
+                return adjust.denoise(image, progress=progress, cancel=cancel)
             return getattr(adjust, name)(image)
 
         def done(result: np.ndarray) -> None:
@@ -146,18 +181,37 @@ class RestorePanel(QWidget):
         self.status.emit(message)
         return document
 
+    def cancel(self) -> None:
+        """Stop the running step: its result, whenever it comes, is not applied."""
+        if self._cancel is not None and not self._cancel.is_set():
+            self._cancel.set()
+            self.status.emit("Cancelling …")
+
     def _run(self, work, done) -> None:
+        cancel = threading.Event()
+        self._cancel = cancel
         self._set_busy(True)
+
+        def report(index: int, total: int) -> None:
+            self._progressed.emit(index, total)
 
         def finish(result) -> None:
             self._set_busy(False)
+            if cancel.is_set():  # finished before it noticed: still the person's word
+                self.status.emit("Cancelled; the picture is unchanged.")
+                return
             done(result)
 
         def failed(message: str) -> None:
             self._set_busy(False)
             self.status.emit(message)
 
-        run_in_background(work, finish, failed)
+        run_in_background(lambda: work(report, cancel), finish, failed)
+
+    def _show_progress(self, index: int, total: int) -> None:
+        if self.busy:
+            self.progress.setRange(0, max(1, total))
+            self.progress.setValue(index)
 
     def _still(self, document: Document, version: object) -> bool:
         """The picture and mask are what the work started from; else say so and drop it."""
@@ -172,3 +226,8 @@ class RestorePanel(QWidget):
         self.busy = busy
         for button in self.buttons:
             button.setEnabled(not busy)
+        self.progress.setRange(0, 0)  # busy, until the first report says how far
+        self.progress.setVisible(busy)
+        self.cancel_button.setVisible(busy)
+        if not busy:
+            self._cancel = None
