@@ -127,6 +127,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--levels", action="store_true", help="stretch the tones (auto levels)")
     p.add_argument("--white-balance", action="store_true", help="correct a colour cast")
     p.add_argument("--denoise", type=float, metavar="STRENGTH", help="denoise, 0-1 (e.g. 0.3)")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="redraw large losses (tears, lost corners) with this inpainting model after the "
+        "model-free repair; thin damage never needs one",
+    )
+    p.add_argument(
+        "--strength", type=float, default=None, help="how much the model may change, 0-1 (0.6)"
+    )
+    p.add_argument("--steps", type=int, default=20, help="model steps (default 20)")
+    p.add_argument("--seed", type=int, default=None, help="model seed (default: random)")
+    p.add_argument("--models-dir", type=Path, help=argparse.SUPPRESS)
 
     p = commands.add_parser("info", help="print the generation parameters stored in an image")
     p.add_argument("image", type=Path)
@@ -223,7 +235,6 @@ def _write_preview(folder: Path, event) -> None:
 
 def _generate(args: argparse.Namespace, mode: Mode) -> int:
     from sdstudio.core.imageio import save_image
-    from sdstudio.engine.events import Cancelled, Failed, Finished, Preview, Step
 
     _check_output(args)
     image, mask = _load_inputs(args)
@@ -233,12 +244,7 @@ def _generate(args: argparse.Namespace, mode: Mode) -> int:
 
         engine = ClassicalFillEngine(method=args.fill)
     else:
-        from sdstudio.engine.diffusers_engine import DiffusersEngine
-
-        print(f"Loading model {request.model} ...", file=sys.stderr, flush=True)
-        folder = args.models_dir
-        engine = DiffusersEngine(models_folder=(lambda: folder) if folder else None)
-        engine.load(request.model)
+        engine = _load_engine(args, request.model)
     if getattr(args, "previews", None) is not None:
         try:
             args.previews.mkdir(parents=True, exist_ok=True)
@@ -246,6 +252,29 @@ def _generate(args: argparse.Namespace, mode: Mode) -> int:
             raise SDStudioError(
                 f"Cannot create the previews folder '{args.previews}': {error.strerror}."
             ) from error
+    finished = _run_engine(engine, request, getattr(args, "previews", None))
+    if finished is None:
+        return 130
+    save_image(args.output, finished.composite(image), parameters=finished.parameters)
+    seed = "" if mode is Mode.REMOVE and not args.refine else f" (seed {request.seed})"
+    print(f"Saved {args.output}{seed}", file=sys.stderr)
+    return 0
+
+
+def _load_engine(args: argparse.Namespace, model: str):
+    from sdstudio.engine.diffusers_engine import DiffusersEngine
+
+    print(f"Loading model {model} ...", file=sys.stderr, flush=True)
+    folder = args.models_dir
+    engine = DiffusersEngine(models_folder=(lambda: folder) if folder else None)
+    engine.load(model)
+    return engine
+
+
+def _run_engine(engine, request: GenerationRequest, previews: Path | None):
+    """Run ``request`` with step progress on stderr; its ``Finished`` event, or None if the
+    person pressed Ctrl+C."""
+    from sdstudio.engine.events import Cancelled, Failed, Finished, Preview, Step
 
     progress, cancel = _Progress(), threading.Event()
     events = engine.run(request, cancel)
@@ -253,22 +282,19 @@ def _generate(args: argparse.Namespace, mode: Mode) -> int:
         for event in events:
             if isinstance(event, Step):
                 progress.step(event.index, event.total)
-            elif isinstance(event, Preview) and getattr(args, "previews", None) is not None:
-                _write_preview(args.previews, event)
+            elif isinstance(event, Preview) and previews is not None:
+                _write_preview(previews, event)
             elif isinstance(event, Finished):
-                save_image(args.output, event.composite(image), parameters=event.parameters)
-                seed = "" if mode is Mode.REMOVE and not args.refine else f" (seed {request.seed})"
-                print(f"Saved {args.output}{seed}", file=sys.stderr)
-                return 0
+                return event
             elif isinstance(event, Failed):
                 raise SDStudioError(event.message)
             elif isinstance(event, Cancelled):
                 print("Cancelled.", file=sys.stderr)
-                return 130
+                return None
     except KeyboardInterrupt:
         cancel.set()
         print("\nCancelled.", file=sys.stderr)
-        return 130
+        return None
     finally:
         close = getattr(events, "close", None)
         if close:
@@ -283,10 +309,15 @@ def _restore(args: argparse.Namespace) -> int:
     from sdstudio.core.damage import detect_damage
     from sdstudio.core.imageio import FORMATS as SAVE_FORMATS
     from sdstudio.core.imageio import save_image
-    from sdstudio.engine.restore import restore
+    from sdstudio.engine.restore import large_losses, model_request, restore
 
     _check_output(args)
-    for name, value in (("--sensitivity", args.sensitivity), ("--denoise", args.denoise)):
+    checks = (
+        ("--sensitivity", args.sensitivity),
+        ("--denoise", args.denoise),
+        ("--strength", args.strength),
+    )
+    for name, value in checks:
         if value is not None and not 0.0 <= value <= 1.0:
             raise SDStudioError(f"{name} must be between 0 and 1, not {value}.")
     if args.mask_out is not None and args.mask_out.suffix.lower() not in SAVE_FORMATS:
@@ -313,6 +344,26 @@ def _restore(args: argparse.Namespace) -> int:
     result = restore(image, mask, progress=progress.step)
     if mask.any():
         done.append("repaired with the model-free fill" + (f", kept {look}" if look else ""))
+    large = large_losses(mask)
+    if large.any() and args.model is None:
+        print(
+            "Large losses were smoothed over without a model; --model MODEL redraws them.",
+            file=sys.stderr,
+        )
+    elif large.any():
+        fields = {"model": args.model, "steps": args.steps}
+        fields["seed"] = random_seed() if args.seed is None else args.seed
+        if args.strength is not None:
+            fields["strength"] = args.strength
+        request = model_request(result, large, **fields)
+        finished = _run_engine(_load_engine(args, request.model), request, None)
+        if finished is None:
+            return 130
+        result = finished.composite(result)
+        done.append(
+            f"large losses redrawn by {request.model} (strength {request.strength:g}, "
+            f"seed {request.seed})" + (f", kept {look}" if look else "")
+        )
     if args.levels:
         result = adjust.auto_levels(result)
         done.append("auto levels")

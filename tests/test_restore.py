@@ -181,3 +181,72 @@ def test_detect_then_restore_round_trip(damaged):
     out = restore(bad, detect_damage(bad).mask)
     hit = truth > 0
     assert psnr(out[hit], clean[hit]) > psnr(bad[hit], clean[hit]) + 10
+
+
+def test_large_losses_are_told_from_thin_damage():
+    from sdstudio.engine.restore import large_losses
+
+    mask = np.zeros((120, 160), np.uint8)
+    cv2.line(mask, (5, 5), (150, 100), 255, 5)  # a scratch: thin
+    mask[80:120, 0:40] = 255  # a torn corner: large
+    large = large_losses(mask)
+    assert (large[80:120, 0:40] == 255).all()
+    assert large[:60].max() == 0  # the scratch stays with the model-free fill
+
+
+def test_restore_cli_redraws_large_losses_with_a_model_and_keeps_sepia(
+    tmp_path, sd1_inpaint_model, capsys
+):
+    from sdstudio.core.adjust import is_monochrome
+
+    clean = scene()
+    sepia = np.rint(clean[:, :, None] * SEPIA).astype(np.uint8)
+    mask = np.zeros(clean.shape, np.uint8)
+    mask[150:, :70] = 255  # a lost corner
+    cv2.line(mask, (120, 20), (300, 60), 255, 3)  # and a scratch
+    save_image(tmp_path / "scan.png", sepia)
+    save_image(tmp_path / "mask.png", mask)
+    out = tmp_path / "out.png"
+    cmd = ["restore", str(tmp_path / "scan.png"), "--mask", str(tmp_path / "mask.png")]
+    cmd += ["--model", sd1_inpaint_model, "--steps", "3", "--seed", "4", "-o", str(out)]
+    assert main(cmd) == 0, capsys.readouterr().err
+    result = load_image(out)
+    assert is_monochrome(result) == "sepia"  # a random tiny model adds colour; none shows
+    repaired = result[150:, :70].astype(np.float64)
+    ratio = repaired[:, :, 1:] / np.maximum(repaired[:, :, :1], 1)
+    bright = repaired[:, :, 0] > 60
+    np.testing.assert_allclose(ratio[bright].mean(axis=0), SEPIA[1:], atol=0.05)
+    outside = blend_alpha(cv2.dilate(mask, np.ones((5, 5), np.uint8)), 4) == 0
+    np.testing.assert_array_equal(result[outside], sepia[outside])
+    text = read_parameters(out)
+    assert "large losses redrawn by" in text and "seed 4" in text
+
+
+def test_restore_cli_without_a_model_says_how_to_redraw_large_losses(tmp_path, capsys):
+    clean = scene()
+    mask = np.zeros(clean.shape, np.uint8)
+    mask[150:, :70] = 255
+    save_image(tmp_path / "scan.png", clean)
+    save_image(tmp_path / "mask.png", mask)
+    cmd = ["restore", str(tmp_path / "scan.png"), "--mask", str(tmp_path / "mask.png")]
+    assert main([*cmd, "-o", str(tmp_path / "out.png")]) == 0
+    assert "--model MODEL redraws them" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("keep_tone", [True, False])
+def test_keep_tone_puts_generated_pixels_on_the_photos_tone_curve(keep_tone):
+    from sdstudio.core.region import Box
+    from sdstudio.core.request import GenerationRequest, Mode
+    from sdstudio.engine.diffusers_engine import _result_patch
+
+    sepia = np.rint(scene()[:, :, None] * SEPIA).astype(np.uint8)
+    request = GenerationRequest(mode=Mode.IMG2IMG, image=sepia, keep_tone=keep_tone)
+    h, w = sepia.shape[:2]
+    generated = np.zeros((h, w, 3), np.uint8)
+    generated[:] = (40, 90, 230)  # what an unruly model might paint: blue
+    patch = _result_patch(request, None, Box(0, 0, w, h), generated).astype(np.float64)
+    ratio = patch[:, :, 1:] / np.maximum(patch[:, :, :1], 1)
+    if keep_tone:
+        np.testing.assert_allclose(ratio.mean(axis=(0, 1)), SEPIA[1:], atol=0.05)
+    else:
+        assert ratio[:, :, 1].mean() > 2  # blue, as painted

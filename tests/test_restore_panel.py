@@ -122,3 +122,47 @@ def test_repair_shows_progress_and_cancel_leaves_the_picture_unchanged(qtbot, tm
     assert document.has_mask and document.undo_label != "Repair damage"  # nothing applied
     assert not panel.cancel_button.isVisibleTo(panel) and not panel.progress.isVisibleTo(panel)
     window.close()
+
+
+def test_large_losses_go_to_the_model_when_asked(qtbot, tmp_path):
+    engine = FakeEngine(steps=2)
+    window = MainWindow(
+        settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
+        engine_factory=lambda: engine,
+    )
+    window.confirm_discard = lambda: True
+    qtbot.addWidget(window)
+    _clean, damaged = scratched_scan()
+    window.set_document(Document(damaged.copy()))
+    document = window.session.document
+    mask = np.zeros_like(damaged)
+    mask[180:, :60] = 255  # a torn corner
+    mask[20:23, 100:300] = 255  # and a scratch
+    document.set_mask(mask)
+    panel = window.restore_panel
+    panel.use_model.setChecked(True)
+    panel.repair()
+    qtbot.waitUntil(lambda: len(window.session.candidates) == 1, timeout=10000)
+    (request,) = engine.requests
+    assert request.mode.value == "remove" and request.keep_tone
+    assert "old photograph" in request.prompt and request.strength == 0.6
+    np.testing.assert_array_equal(
+        request.mask > 0, (np.arange(240)[:, None] >= 180) & (np.arange(320) < 60)
+    )
+    assert (document.image[20:23, 100:300] != damaged[20:23, 100:300]).any()  # scratch repaired
+    window.close()
+
+
+def test_without_the_model_large_losses_are_smoothed_and_the_panel_says_so(qtbot, tmp_path):
+    window = make(qtbot, tmp_path)
+    _clean, damaged = scratched_scan()
+    window.set_document(Document(damaged.copy()))
+    document = window.session.document
+    mask = np.zeros_like(damaged)
+    mask[180:, :60] = 255
+    document.set_mask(mask)
+    window.restore_panel.repair()
+    qtbot.waitUntil(lambda: not window.restore_panel.busy and not document.has_mask, timeout=10000)
+    assert "Redraw large losses with the model" in window.statusBar().currentMessage()
+    assert not window.session.candidates
+    window.close()

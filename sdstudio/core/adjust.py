@@ -182,3 +182,18 @@ def is_monochrome(image: np.ndarray) -> Literal["grey", "sepia"] | None:
         return "grey"
     _, residual = tone_curve(rgb8)
     return "sepia" if residual <= TONE_RESIDUAL else None
+
+
+def tone_table(image: np.ndarray) -> np.ndarray | None:
+    """For an RGB picture that looks grey or sepia, its 256 x 3 tone curve; else None (colour
+    photos, and grey pictures, which have no colour to keep)."""
+    if image.ndim == 2 or is_monochrome(image) is None:
+        return None
+    return tone_curve(to_rgb8(image))[0]
+
+
+def on_tone_curve(rgb8: np.ndarray, table: np.ndarray) -> np.ndarray:
+    """Keep the luminance of ``rgb8`` (H x W x 3 uint8), take the colour the photo whose tone
+    curve is ``table`` has at that luminance: no colour creeps into a black-and-white photo."""
+    luma = cv2.cvtColor(np.ascontiguousarray(rgb8), cv2.COLOR_RGB2GRAY)
+    return np.clip(np.rint(table[luma]), 0, 255).astype(np.uint8)

@@ -85,6 +85,8 @@ class GenerationRequest:
     ``image`` is the picture as loaded (H x W, H x W x 3 or H x W x 4; uint8 or uint16).
     ``mask`` is H x W uint8 where 255 means "repaint". ``region`` limits img2img to a part of
     the picture (None: the whole picture). ``width``/``height`` are the txt2img output size.
+    ``keep_tone``: if the picture is black-and-white or sepia, the generated pixels are put on its
+    tone curve, so no colour creeps in from the model (old-photo repair sets it).
     """
 
     mode: Mode
@@ -104,6 +106,7 @@ class GenerationRequest:
     padding: int = 32
     mask_blur: int = 4
     color_match: bool = True
+    keep_tone: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image", _frozen_copy(self.image, "image"))

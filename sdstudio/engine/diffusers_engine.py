@@ -224,6 +224,12 @@ def _result_patch(
     request: GenerationRequest, crop: inpaint.InpaintCrop | None, box: Box, generated: np.ndarray
 ) -> np.ndarray:
     """The generated pixels as a patch of ``box`` in the picture's own layout."""
+    if request.keep_tone and request.image is not None:
+        from sdstudio.core.adjust import on_tone_curve, tone_table
+
+        table = tone_table(request.image)
+        if table is not None:
+            generated = on_tone_curve(generated, table)
     if crop is not None:
         return inpaint.finish(request, crop, generated)
     if request.image is None:

@@ -16,16 +16,24 @@ from collections.abc import Iterator
 import cv2
 import numpy as np
 
-from sdstudio.core.adjust import is_monochrome, tone_curve
+from sdstudio.core.adjust import on_tone_curve, tone_table
 from sdstudio.core.errors import Cancelled, MaskError
 from sdstudio.core.jobs import Progress, checkpoint
 from sdstudio.core.mask import blend_alpha, blend_reach, grow
 from sdstudio.core.pixels import to_rgb8
 from sdstudio.core.region import Box
+from sdstudio.core.request import GenerationRequest, Mode
 from sdstudio.engine.classical import classical_fill
 from sdstudio.engine.compositing import blend_patch
 from sdstudio.engine.streaming import RunCancelled
 
+LARGE = 8.0
+"""Damaged areas reaching more than this many pixels from their edge (tears, lost corners, big
+stains) are large losses: the model-free fill can only smooth them, diffusion can redraw them."""
+RESTORE_PROMPT = "old photograph, natural detail, seamless, sharp focus"
+RESTORE_NEGATIVE = "text, watermark, frame, border, new object, scratches, dust, stains"
+RESTORE_STRENGTH = 0.6
+"""How much of the model-free pre-fill a model repair may change (a removal refine keeps 0.5)."""
 BLUR = 1
 """Soft edge of the paste-back, in pixels (the blend zone reaches ``2 * BLUR`` past the mask)."""
 CONTEXT = 24
@@ -62,7 +70,7 @@ def restore(
     out = image.copy()
     if not mask.any():
         return out
-    tone = _tone_table(image)
+    tone = tone_table(image)
     windows = list(_windows(mask))
     try:
         for done, (core, window, area) in enumerate(windows):
@@ -74,11 +82,31 @@ def restore(
     return out
 
 
-def _tone_table(image: np.ndarray) -> np.ndarray | None:
-    """For an RGB photo that looks grey or sepia, its 256 x 3 tone curve; else None."""
-    if image.ndim == 2 or is_monochrome(image) is None:
-        return None
-    return tone_curve(to_rgb8(image))[0]
+def large_losses(mask: np.ndarray) -> np.ndarray:
+    """The parts of ``mask`` (255 = damaged) that belong to a large loss (see ``LARGE``)."""
+    damaged = (mask > 0).astype(np.uint8)
+    if not damaged.any():
+        return np.zeros_like(damaged)
+    depth = cv2.distanceTransform(damaged, cv2.DIST_L2, 3)
+    n, labels = cv2.connectedComponents(damaged, connectivity=8)
+    deepest = np.zeros(n, np.float32)
+    np.maximum.at(deepest, labels.ravel(), depth.ravel())
+    large = deepest > LARGE
+    large[0] = False
+    return np.where(large[labels], 255, 0).astype(np.uint8)
+
+
+def model_request(image: np.ndarray, large: np.ndarray, **fields) -> GenerationRequest:
+    """The diffusion pass over the large losses of an already model-free-repaired picture: a
+    removal (so the model starts from the pre-fill, with the restore prompt) that keeps the
+    photo's tone. ``fields`` (model, seed, steps, strength, ...) override the defaults."""
+    settings = {
+        "prompt": RESTORE_PROMPT,
+        "negative_prompt": RESTORE_NEGATIVE,
+        "strength": RESTORE_STRENGTH,
+        **fields,
+    }
+    return GenerationRequest(mode=Mode.REMOVE, image=image, mask=large, keep_tone=True, **settings)
 
 
 def _windows(mask: np.ndarray) -> Iterator[tuple[Box, Box, np.ndarray]]:
@@ -125,14 +153,8 @@ def _repair_window(
     fill_mask = grow(damaged, BLUR)
     filled = classical_fill(to_rgb8(out[window.slices]), fill_mask, cancel=cancel)
     if tone is not None:
-        filled = _on_tone_curve(filled, tone)
+        filled = on_tone_curve(filled, tone)
     alpha = blend_alpha(own, BLUR)
     inner = _inner(core, window)
     target = out[core.slices]
     target[...] = blend_patch(target, filled[inner], alpha[inner])
-
-
-def _on_tone_curve(rgb: np.ndarray, tone: np.ndarray) -> np.ndarray:
-    """Keep the luminance of ``rgb``, take the colour the photo has at that luminance."""
-    luma = cv2.cvtColor(np.ascontiguousarray(rgb), cv2.COLOR_RGB2GRAY)
-    return np.clip(np.rint(tone[luma]), 0, 255).astype(np.uint8)

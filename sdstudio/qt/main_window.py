@@ -266,6 +266,7 @@ class MainWindow(ModelActions, FileHandling, QMainWindow):
             lambda: self.loras.follow_prompt(self.panel.prompt_edit.toPlainText())
         )
         self.restore_panel.status.connect(lambda text: self.statusBar().showMessage(text))
+        self.restore_panel.redraw_requested.connect(self.session.redraw_losses)
         self.loras.prompt_edited.connect(lambda text: self.panel.apply({"prompt": text}))
         self.panel.generate_requested.connect(self.generate)
         self.panel.cancel_requested.connect(self.cancel)

@@ -16,6 +16,7 @@ import numpy as np
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtGui import QKeySequence, QShortcut
 from PySide6.QtWidgets import (
+    QCheckBox,
     QFormLayout,
     QHBoxLayout,
     QLabel,
@@ -32,6 +33,8 @@ from sdstudio.qt.tasks import run_in_background
 
 class RestorePanel(QWidget):
     status = Signal(str)
+    redraw_requested = Signal()
+    """Repair left large losses masked for the model (the window runs the session's redraw)."""
     _progressed = Signal(int, int)
     """Emitted from the worker thread; Qt delivers it on the GUI thread."""
 
@@ -62,6 +65,11 @@ class RestorePanel(QWidget):
         self.detect_button.setToolTip("Propose a mask of scratches, dust and creases to edit")
         self.repair_button = QPushButton("Repair masked damage")
         self.repair_button.setToolTip("Fill the masked pixels from their surroundings (no model)")
+        self.use_model = QCheckBox("Redraw large losses with the model")
+        self.use_model.setToolTip(
+            "After the repair, tears and lost corners are redrawn by the Generate tab's model "
+            "(a result to accept or discard); thin damage never needs a model"
+        )
         self.levels_button = QPushButton("Auto levels")
         self.balance_button = QPushButton("White balance")
         self.denoise_button = QPushButton("Mild denoise")
@@ -84,6 +92,8 @@ class RestorePanel(QWidget):
         )
         for button in self.buttons:
             layout.addWidget(button)
+            if button is self.repair_button:
+                layout.addWidget(self.use_model)
         working = QHBoxLayout()
         working.addWidget(self.progress, 1)
         working.addWidget(self.cancel_button)
@@ -134,16 +144,26 @@ class RestorePanel(QWidget):
         version = document.version
 
         def work(progress, cancel):
-            from sdstudio.engine.restore import restore
+            from sdstudio.engine.restore import large_losses, restore
 
-            return restore(image, mask, progress=progress, cancel=cancel)
+            return restore(image, mask, progress=progress, cancel=cancel), large_losses(mask)
 
-        def done(result: np.ndarray) -> None:
-            if self._still(document, version):
-                document.apply_patch(
-                    document.bounds, result, label="Repair damage", clear_mask=True
-                )
+        def done(outcome: tuple[np.ndarray, np.ndarray]) -> None:
+            result, large = outcome
+            if not self._still(document, version):
+                return
+            document.apply_patch(document.bounds, result, label="Repair damage", clear_mask=True)
+            if not large.any():
                 self.status.emit("Repaired (Ctrl+Z undoes it).")
+            elif self.use_model.isChecked():
+                document.set_mask(large, label="Large losses")
+                self.status.emit("Repaired; the model now redraws the large losses …")
+                self.redraw_requested.emit()
+            else:
+                self.status.emit(
+                    "Repaired (Ctrl+Z undoes it). Large losses were only smoothed over: tick "
+                    "'Redraw large losses with the model' to redraw them."
+                )
 
         self._run(work, done)
 

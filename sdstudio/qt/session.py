@@ -108,8 +108,9 @@ class EditorSession(QObject):
 
     # -- generation ---------------------------------------------------------------------------
 
-    def requests(self, mode: Mode) -> list[GenerationRequest]:
-        """Frozen requests for the panel's settings, one per image of the batch."""
+    def requests(self, mode: Mode, **overrides) -> list[GenerationRequest]:
+        """Frozen requests for the panel's settings (``overrides`` win), one per image of the
+        batch."""
         document = self.document
         assert document is not None
         s = self.panel.settings()
@@ -128,6 +129,7 @@ class EditorSession(QObject):
         }
         if mode is Mode.REMOVE:  # a refine must not invent: keep most of the pre-fill
             fields["strength"] = min(fields["strength"], REFINE_STRENGTH)
+        fields.update(overrides)
         if mode is Mode.TXT2IMG:
             fields.update(width=snap8(document.width), height=snap8(document.height))
         else:
@@ -150,7 +152,23 @@ class EditorSession(QObject):
             return
         self._run(self.workers[0 if refine else 1], Mode.REMOVE)
 
-    def _run(self, worker, mode: Mode | None) -> None:
+    def redraw_losses(self) -> None:
+        """Redraw the masked large losses of an old photo with the panel's model: the restore
+        prompt, starting from the model-free repair, keeping a black-and-white photo's tone."""
+        from sdstudio.engine.restore import RESTORE_NEGATIVE, RESTORE_PROMPT, RESTORE_STRENGTH
+
+        if self.document is not None and not self.document.has_mask:
+            self.status.emit("No large losses are masked: nothing for the model to redraw.")
+            return
+        overrides = {
+            "prompt": RESTORE_PROMPT,
+            "negative_prompt": RESTORE_NEGATIVE,
+            "strength": RESTORE_STRENGTH,
+            "keep_tone": True,
+        }
+        self._run(self.workers[0], Mode.REMOVE, **overrides)
+
+    def _run(self, worker, mode: Mode | None, **overrides) -> None:
         if self.document is None or mode is None:
             self.status.emit("Open or paste a picture first (Ctrl+O, Ctrl+V), or make a new one.")
             return
@@ -158,7 +176,7 @@ class EditorSession(QObject):
             self.status.emit("Already generating: wait, or cancel with Esc.")
             return
         try:
-            requests = self.requests(mode)
+            requests = self.requests(mode, **overrides)
         except SDStudioError as error:
             self.status.emit(str(error))
             return
