@@ -7,7 +7,7 @@ import threading
 import numpy as np
 import pytest
 from PySide6.QtCore import QEvent, QPointF, QSettings, Qt
-from PySide6.QtGui import QMouseEvent
+from PySide6.QtGui import QAction, QMouseEvent
 from PySide6.QtWidgets import QApplication, QMessageBox
 
 from sdstudio.core.document import Document
@@ -326,3 +326,30 @@ def test_remove_and_refine_sends_a_gentle_remove_to_the_model(
     qtbot.waitUntil(lambda: len(window.session.candidates) == 1, timeout=5000)
     (request,) = engine.requests
     assert request.mode.value == "remove" and request.strength == 0.5
+
+
+def test_the_remove_fill_is_chosen_in_the_menu_and_remembered(qtbot, tmp_path, photo, edge_mask):
+    from PySide6.QtCore import QSettings
+
+    from sdstudio.core.imageio import read_parameters
+    from sdstudio.qt.main_window import MainWindow
+
+    def window_with(settings_file):
+        settings = QSettings(str(settings_file), QSettings.Format.IniFormat)
+        window = MainWindow(settings=settings, engine_factory=FakeEngine)
+        window.confirm_discard = lambda: True
+        qtbot.addWidget(window)
+        return window
+
+    window = window_with(tmp_path / "s.ini")
+    (menu_action,) = [
+        a for a in window.findChildren(QAction) if a.text().replace("&", "") == "OpenCV Telea"
+    ]
+    menu_action.trigger()
+    document = open_photo(qtbot, window, tmp_path, photo)
+    document.set_mask(edge_mask)
+    window.session.remove()
+    qtbot.waitUntil(lambda: len(window.session.candidates) == 1, timeout=10000)
+    assert "OpenCV Telea" in window.session.candidates[0].result.parameters
+    window.close()
+    assert window_with(tmp_path / "s.ini").fill_method == "telea"

@@ -4,7 +4,7 @@ pre-fill."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
 
@@ -44,9 +44,14 @@ def classical_fill(
 class ClassicalFillEngine:
     """Removes what the mask covers with no model: works offline, on any machine, in a moment."""
 
-    def __init__(self, method: str = DEFAULT_METHOD):
-        get_method(method)  # an unknown name fails here, not mid-run
-        self.method = method
+    def __init__(self, method: str | Callable[[], str] = DEFAULT_METHOD):
+        """``method``: a fill name, or a callable read at each run (the editor's menu choice)."""
+        self._method = method if callable(method) else (lambda: method)
+        get_method(self.method)  # an unknown name fails here, not mid-run
+
+    @property
+    def method(self) -> str:
+        return self._method()
 
     def run(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[Event]:
         if request.mode not in (Mode.REMOVE, Mode.INPAINT):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from PySide6.QtCore import QSettings, Qt
-from PySide6.QtGui import QAction, QColor, QIcon, QKeySequence, QPixmap
+from PySide6.QtGui import QAction, QActionGroup, QColor, QIcon, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
     QColorDialog,
     QDockWidget,
@@ -44,10 +44,21 @@ def _diffusers_engine(models_folder, overrides):
     return DiffusersEngine(PipelineCache(overrides=overrides), models_folder=models_folder)
 
 
-def _fill_engine():
+FILL_CHOICES = (
+    ("auto", "&Best for the hole (texture, or smooth for thin strokes)"),
+    ("structure-texture", "&Smooth shading + copied texture"),
+    ("patchmatch", "&Copied texture only (sharpest edges)"),
+    ("harmonic", "S&mooth"),
+    ("telea", "OpenCV &Telea"),
+    ("navier-stokes", "OpenCV &Navier-Stokes"),
+)
+"""The model-free fills of ``sdstudio.engine.fill`` (named here: the menu must not load OpenCV)."""
+
+
+def _fill_engine(method):
     from sdstudio.engine.classical import ClassicalFillEngine
 
-    return ClassicalFillEngine()
+    return ClassicalFillEngine(method)
 
 
 class MainWindow(ModelActions, FileHandling, QMainWindow):
@@ -74,7 +85,11 @@ class MainWindow(ModelActions, FileHandling, QMainWindow):
                 )
             )
         )
-        self.fill = GenerationWorker(fill_factory or _fill_engine)
+        chosen = self.settings.value("fill/method", "auto")
+        self.fill_method = chosen if chosen in dict(FILL_CHOICES) else "auto"
+        self.fill = GenerationWorker(
+            fill_factory or (lambda: _fill_engine(lambda: self.fill_method))
+        )
         self.session = EditorSession(self.canvas, self.panel, self.generation, self.fill)
         self.confirm_discard = self._ask_discard  # tests replace this
         self._build_docks()
@@ -217,6 +232,14 @@ class MainWindow(ModelActions, FileHandling, QMainWindow):
             self.remove_and_refine,
             ["Shift+Delete"],
         )
+        fills = generate.addMenu("Remove &fills with")
+        group = QActionGroup(self)
+        for name, label in FILL_CHOICES:
+            action = self._action(
+                fills, label, lambda _checked=False, n=name: self._set_fill(n), checkable=True
+            )
+            action.setChecked(name == self.fill_method)
+            group.addAction(action)
         generate.addSeparator()
         self._action(generate, "&Accept result", self.session.accept, ["Return", "Enter"])
         self._action(
@@ -403,6 +426,13 @@ class MainWindow(ModelActions, FileHandling, QMainWindow):
         self.set_tool(CanvasTool.ERASE)
         self._show_color()
         self._fill_recent_menu()
+
+    def _set_fill(self, name: str) -> None:
+        self.fill_method = name  # read by the fill worker at its next run
+        self.settings.setValue("fill/method", name)
+        self.statusBar().showMessage(
+            f"Remove now fills with: {dict(FILL_CHOICES)[name]}".replace("&", ""), 5000
+        )
 
     def save_state(self) -> None:
         self.settings.setValue("window/geometry", self.saveGeometry())
