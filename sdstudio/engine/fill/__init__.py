@@ -58,8 +58,8 @@ PROGRESSIVE = {"patchmatch", "structure-texture", "auto"}
 """Methods that take a ``progress(i, n)`` callback (one call per pyramid level)."""
 DEFAULT_METHOD = "auto"
 """Chosen by bench_fill.py (8 photos at 1 megapixel, blobs, strokes and blocks): structure + texture
-beats Telea on PSNR and SSIM over the hole and its ring for the large holes, the membrane for thin
-ones, while plain PatchMatch, sharper still, loses to Telea on both scores. The figures are in the
+beats Telea on PSNR and SSIM over large holes (not on SSIM over the ring around them), the
+membrane does on thin ones, while plain PatchMatch, sharper still, loses to Telea on both. The figures are in the
 closing note of issue 5 and the docstrings of ``smooth`` and ``hybrid``."""
 
 

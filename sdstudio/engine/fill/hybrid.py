@@ -4,7 +4,7 @@ An exemplar fill copies plausible texture but, where the picture holds nothing q
 the wrong shading, which shows as a blotch (and costs it 1-2 dB of PSNR against Telea on
 bench_fill.py). The membrane fill gets the shading right on average but has no texture. This keeps
 the exemplar's detail (what a Gaussian of ``DETAIL_SIGMA`` removes) on the membrane's low
-frequencies: on bench_fill.py it beats Telea on PSNR and SSIM for every mask shape.
+frequencies: on bench_fill.py it beats Telea on PSNR and SSIM over blob and block holes.
 
 Tried and dropped: trusting the exemplar's shading where its patches matched well (the error of the
 matched patches is a poor predictor of the truth on real photos: it lost 1.3 dB).
