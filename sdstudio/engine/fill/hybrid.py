@@ -17,7 +17,7 @@ import threading
 import cv2
 import numpy as np
 
-from sdstudio.engine.fill._common import check_cancel, check_inputs
+from sdstudio.engine.fill._common import fill_in_box
 from sdstudio.engine.fill.patchmatch import NoSources, Progress, exemplar, work_box
 from sdstudio.engine.fill.smooth import solve
 
@@ -32,23 +32,15 @@ def structure_texture(
     seed: int = 0,
 ) -> np.ndarray:
     """Exemplar texture over the membrane's shading."""
-    hole = check_inputs(rgb, mask)
-    check_cancel(cancel)
-    if not hole.any():
-        return rgb.copy()
-    if hole.all():
-        raise ValueError("the mask covers the whole picture: nothing to copy from")
-    y0, y1, x0, x1 = work_box(hole)
-    crop, sub = rgb[y0:y1, x0:x1].astype(np.float32), hole[y0:y1, x0:x1]
-    filled = solve(crop, sub, cancel)
-    try:
-        texture = exemplar(crop, sub, cancel, progress, seed)
-    except NoSources:
-        pass
-    else:
-        filled = cv2.GaussianBlur(filled, (0, 0), DETAIL_SIGMA) + (
+
+    def fill(crop: np.ndarray, sub: np.ndarray) -> np.ndarray:
+        smooth = solve(crop, sub, cancel)
+        try:
+            texture = exemplar(crop, sub, cancel, progress, seed)
+        except NoSources:
+            return smooth
+        return cv2.GaussianBlur(smooth, (0, 0), DETAIL_SIGMA) + (
             texture - cv2.GaussianBlur(texture, (0, 0), DETAIL_SIGMA)
         )
-    out = rgb.copy()
-    out[y0:y1, x0:x1][sub] = np.clip(np.rint(filled[sub]), 0, 255).astype(np.uint8)
-    return out
+
+    return fill_in_box(rgb, mask, cancel, work_box, fill)

@@ -15,7 +15,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from sdstudio.engine.fill._common import check_cancel, check_inputs
+from sdstudio.engine.fill._common import check_cancel, fill_in_box, hole_box
 from sdstudio.engine.fill.smooth import solve
 
 PATCH = 7
@@ -47,34 +47,20 @@ def patchmatch(
     seed: int = 0,
 ) -> np.ndarray:
     """Fill the hole with texture copied from the rest of the picture (deterministic for a seed)."""
-    hole = check_inputs(rgb, mask)
-    check_cancel(cancel)
-    if not hole.any():
-        return rgb.copy()
-    if hole.all():
-        raise ValueError("the mask covers the whole picture: nothing to copy from")
-    y0, y1, x0, x1 = work_box(hole)
-    crop, sub = rgb[y0:y1, x0:x1].astype(np.float32), hole[y0:y1, x0:x1]
-    try:
-        filled = exemplar(crop, sub, cancel, progress, seed)
-    except NoSources:  # the hole leaves no intact patch to copy: smooth fill instead
-        filled = solve(crop, sub, cancel)
-    out = rgb.copy()
-    out[y0:y1, x0:x1][sub] = np.clip(np.rint(filled[sub]), 0, 255).astype(np.uint8)
-    return out
+
+    def fill(crop: np.ndarray, sub: np.ndarray) -> np.ndarray:
+        try:
+            return exemplar(crop, sub, cancel, progress, seed)
+        except NoSources:  # the hole leaves no intact patch to copy: smooth fill instead
+            return solve(crop, sub, cancel)
+
+    return fill_in_box(rgb, mask, cancel, work_box, fill)
 
 
 def work_box(hole: np.ndarray) -> tuple[int, int, int, int]:
     """The hole's bounding box grown by its own size (at least 48 px): where sources come from."""
     rows, cols = np.flatnonzero(hole.any(1)), np.flatnonzero(hole.any(0))
-    margin = max(48, rows[-1] - rows[0], cols[-1] - cols[0])
-    h, w = hole.shape
-    return (
-        max(0, rows[0] - margin),
-        min(h, rows[-1] + 1 + margin),
-        max(0, cols[0] - margin),
-        min(w, cols[-1] + 1 + margin),
-    )
+    return hole_box(hole, max(48, rows[-1] - rows[0], cols[-1] - cols[0]))
 
 
 def exemplar(

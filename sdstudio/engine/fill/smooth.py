@@ -17,7 +17,7 @@ import threading
 import cv2
 import numpy as np
 
-from sdstudio.engine.fill._common import check_cancel, check_inputs
+from sdstudio.engine.fill._common import check_cancel, fill_in_box, hole_box
 
 COARSE_SWEEPS, MIDDLE_SWEEPS, FINE_SWEEPS = 200, 60, 30
 MIN_SIDE = 8
@@ -28,18 +28,13 @@ def harmonic(
     rgb: np.ndarray, mask: np.ndarray, cancel: threading.Event | None = None
 ) -> np.ndarray:
     """Fill the hole with the smooth (harmonic) interpolation of its edge."""
-    hole = check_inputs(rgb, mask)
-    check_cancel(cancel)
-    if not hole.any():
-        return rgb.copy()
-    if hole.all():
-        raise ValueError("the mask covers the whole picture: nothing to fill from")
-    y0, y1, x0, x1 = _box(hole, 1)
-    solved = solve(rgb[y0:y1, x0:x1].astype(np.float32), hole[y0:y1, x0:x1], cancel)
-    out = rgb.copy()
-    sub = hole[y0:y1, x0:x1]
-    out[y0:y1, x0:x1][sub] = np.clip(np.rint(solved[sub]), 0, 255).astype(np.uint8)
-    return out
+    return fill_in_box(
+        rgb,
+        mask,
+        cancel,
+        lambda hole: hole_box(hole, 1),
+        lambda crop, sub: solve(crop, sub, cancel),
+    )
 
 
 def solve(image: np.ndarray, hole: np.ndarray, cancel: threading.Event | None = None):
@@ -84,17 +79,6 @@ def solve(image: np.ndarray, hole: np.ndarray, cancel: threading.Event | None = 
 
 def _expand(weight: np.ndarray, like: np.ndarray) -> np.ndarray:
     return weight[..., None] if like.ndim == 3 else weight
-
-
-def _box(hole: np.ndarray, margin: int) -> tuple[int, int, int, int]:
-    rows, cols = np.flatnonzero(hole.any(1)), np.flatnonzero(hole.any(0))
-    h, w = hole.shape
-    return (
-        max(0, rows[0] - margin),
-        min(h, rows[-1] + 1 + margin),
-        max(0, cols[0] - margin),
-        min(w, cols[-1] + 1 + margin),
-    )
 
 
 __all__ = ["harmonic", "solve"]
