@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 
 from PySide6.QtCore import QSettings, Qt
-from PySide6.QtGui import QAction, QActionGroup, QColor, QIcon, QKeySequence, QPixmap
+from PySide6.QtGui import QAction, QColor, QIcon, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
     QColorDialog,
     QDockWidget,
@@ -23,6 +23,7 @@ from sdstudio.qt.candidate_strip import CandidateStrip
 from sdstudio.qt.canvas import Canvas, CanvasTool
 from sdstudio.qt.device_menu import build_device_menu, read_overrides
 from sdstudio.qt.files import FileHandling
+from sdstudio.qt.fill_menu import build_fill_menu, fill_engine_factory, read_fill_method
 from sdstudio.qt.lora_panel import LoraPanel
 from sdstudio.qt.model_actions import ModelActions
 from sdstudio.qt.model_library import models_folder
@@ -42,23 +43,6 @@ def _diffusers_engine(models_folder, overrides):
 
     import_quietly()
     return DiffusersEngine(PipelineCache(overrides=overrides), models_folder=models_folder)
-
-
-FILL_CHOICES = (
-    ("auto", "&Best for the hole (texture, or smooth for thin strokes)"),
-    ("structure-texture", "&Smooth shading + copied texture"),
-    ("patchmatch", "&Copied texture only (sharpest edges)"),
-    ("harmonic", "S&mooth"),
-    ("telea", "OpenCV &Telea"),
-    ("navier-stokes", "OpenCV &Navier-Stokes"),
-)
-"""The model-free fills of ``sdstudio.engine.fill`` (named here: the menu must not load OpenCV)."""
-
-
-def _fill_engine(method):
-    from sdstudio.engine.classical import ClassicalFillEngine
-
-    return ClassicalFillEngine(method)
 
 
 class MainWindow(ModelActions, FileHandling, QMainWindow):
@@ -85,11 +69,8 @@ class MainWindow(ModelActions, FileHandling, QMainWindow):
                 )
             )
         )
-        chosen = self.settings.value("fill/method", "auto")
-        self.fill_method = chosen if chosen in dict(FILL_CHOICES) else "auto"
-        self.fill = GenerationWorker(
-            fill_factory or (lambda: _fill_engine(lambda: self.fill_method))
-        )
+        self.fill_method = read_fill_method(self.settings)
+        self.fill = GenerationWorker(fill_factory or fill_engine_factory(lambda: self.fill_method))
         self.session = EditorSession(self.canvas, self.panel, self.generation, self.fill)
         self.confirm_discard = self._ask_discard  # tests replace this
         self._build_docks()
@@ -232,14 +213,7 @@ class MainWindow(ModelActions, FileHandling, QMainWindow):
             self.remove_and_refine,
             ["Shift+Delete"],
         )
-        fills = generate.addMenu("Remove &fills with")
-        group = QActionGroup(self)
-        for name, label in FILL_CHOICES:
-            action = self._action(
-                fills, label, lambda _checked=False, n=name: self._set_fill(n), checkable=True
-            )
-            action.setChecked(name == self.fill_method)
-            group.addAction(action)
+        build_fill_menu(self, generate)
         generate.addSeparator()
         self._action(generate, "&Accept result", self.session.accept, ["Return", "Enter"])
         self._action(
@@ -426,13 +400,6 @@ class MainWindow(ModelActions, FileHandling, QMainWindow):
         self.set_tool(CanvasTool.ERASE)
         self._show_color()
         self._fill_recent_menu()
-
-    def _set_fill(self, name: str) -> None:
-        self.fill_method = name  # read by the fill worker at its next run
-        self.settings.setValue("fill/method", name)
-        self.statusBar().showMessage(
-            f"Remove now fills with: {dict(FILL_CHOICES)[name]}".replace("&", ""), 5000
-        )
 
     def save_state(self) -> None:
         self.settings.setValue("window/geometry", self.saveGeometry())
