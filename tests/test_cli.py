@@ -302,8 +302,9 @@ def test_inpaint_with_a_single_file_checkpoint_and_a_lora(
 def test_remove_fill_methods_match_the_engine(files, photo, edge_mask):
     from sdstudio.cli import FILL_METHODS
     from sdstudio.engine.fill import METHODS
+    from sdstudio.qt.fill_menu import FILL_CHOICES
 
-    assert set(FILL_METHODS) == set(METHODS)
+    assert set(FILL_METHODS) == set(METHODS) == set(dict(FILL_CHOICES))
     out = files / "pm.png"
     args = [
         "remove",

@@ -331,7 +331,6 @@ def test_remove_and_refine_sends_a_gentle_remove_to_the_model(
 def test_the_remove_fill_is_chosen_in_the_menu_and_remembered(qtbot, tmp_path, photo, edge_mask):
     from PySide6.QtCore import QSettings
 
-    from sdstudio.core.imageio import read_parameters
     from sdstudio.qt.main_window import MainWindow
 
     def window_with(settings_file):

@@ -18,10 +18,10 @@ def scratched_scan():
     return clean, damaged
 
 
-def make(qtbot, tmp_path):
+def make(qtbot, tmp_path, engine=None):
     window = MainWindow(
         settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
-        engine_factory=FakeEngine,
+        engine_factory=FakeEngine if engine is None else (lambda: engine),
     )
     window.confirm_discard = lambda: True
     qtbot.addWidget(window)
@@ -82,7 +82,9 @@ def test_a_result_is_dropped_if_the_picture_changed_meanwhile(qtbot, tmp_path):
     window.close()
 
 
-def test_repair_shows_progress_and_cancel_leaves_the_picture_unchanged(qtbot, tmp_path):
+def test_repair_shows_progress_and_cancel_leaves_the_picture_unchanged(
+    qtbot, tmp_path, monkeypatch
+):
     import threading
 
     import sdstudio.engine.restore as restore_module
@@ -105,17 +107,14 @@ def test_repair_shows_progress_and_cancel_leaves_the_picture_unchanged(qtbot, tm
         gate.wait(10)
         return real(*args)
 
-    restore_module._repair_window = slow
-    try:
-        panel.repair()
-        assert panel.busy and not panel.repair_button.isEnabled()
-        assert panel.progress.isVisibleTo(panel) and panel.cancel_button.isVisibleTo(panel)
-        qtbot.waitUntil(lambda: panel.progress.maximum() == 10, timeout=5000)
-        panel.cancel_button.click()
-        gate.set()
-        qtbot.waitUntil(lambda: not panel.busy, timeout=10000)
-    finally:
-        restore_module._repair_window = real
+    monkeypatch.setattr(restore_module, "_repair_window", slow)
+    panel.repair()
+    assert panel.busy and not panel.repair_button.isEnabled()
+    assert panel.progress.isVisibleTo(panel) and panel.cancel_button.isVisibleTo(panel)
+    qtbot.waitUntil(lambda: panel.progress.maximum() == 10, timeout=5000)
+    panel.cancel_button.click()
+    gate.set()
+    qtbot.waitUntil(lambda: not panel.busy, timeout=10000)
     assert "cancelled" in window.statusBar().currentMessage().lower()
     assert len(calls) == 1  # it stopped at the next window, not after all ten
     np.testing.assert_array_equal(document.image, damaged)
@@ -126,12 +125,7 @@ def test_repair_shows_progress_and_cancel_leaves_the_picture_unchanged(qtbot, tm
 
 def test_large_losses_go_to_the_model_when_asked(qtbot, tmp_path):
     engine = FakeEngine(steps=2)
-    window = MainWindow(
-        settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
-        engine_factory=lambda: engine,
-    )
-    window.confirm_discard = lambda: True
-    qtbot.addWidget(window)
+    window = make(qtbot, tmp_path, engine)
     _clean, damaged = scratched_scan()
     window.set_document(Document(damaged.copy()))
     document = window.session.document
