@@ -2,7 +2,7 @@
 
 Images are padded float32 H x W x 3 arrays; a nearest-neighbour field (NNF) is two int64 H x W
 arrays giving, for each target patch centre, the centre of the source patch it copies. Patches are
-PATCH x PATCH. Every kernel releases the GIL, so the GUI thread keeps running during a fill.
+``patchmatch.PATCH`` square. Every kernel releases the GIL, so the GUI thread keeps running during a fill.
 """
 
 from __future__ import annotations
@@ -10,8 +10,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-PATCH = 7
-R = PATCH // 2
+from sdstudio.engine.fill.patchmatch import R  # the patch radius, a compile-time constant
 
 
 @nb.njit(cache=True, nogil=True)
