@@ -138,3 +138,100 @@ def test_patchmatch_without_any_intact_patch_falls_back_instead_of_failing():
     mask[:, :2] = 0  # only a 2-px strip is intact: no 7x7 patch to copy from
     out = patchmatch(rgb, mask)
     assert (out[:, :2] == rgb[:, :2]).all() and out.dtype == np.uint8
+
+
+def grain(h=96, w=128, seed=3):
+    """A film-grain-like texture: blurred noise on a flat colour, with no two patches alike."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    noise = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), 1.0)
+    noise *= 40 / noise.std()
+    return np.clip(np.array((120, 110, 90)) + noise[..., None], 0, 255).astype(np.uint8)
+
+
+def detail(image, where):
+    import cv2
+
+    image = image.astype(np.float32)
+    return float(((image - cv2.GaussianBlur(image, (0, 0), 2.0))[where] ** 2).mean())
+
+
+def test_exemplar_fills_keep_the_grain_that_smooth_fills_lose():
+    image = grain()
+    mask = box_mask(96, 128, 30, 70, 40, 90)
+    surround = detail(image, mask == 0)
+    for method in ["telea", "harmonic"]:
+        assert detail(fill(image, mask, method), mask > 0) < 0.1 * surround, method
+    for method in [*EXEMPLAR, "auto"]:
+        out = fill(image, mask, method)
+        assert detail(out, mask > 0) > 0.7 * surround, method
+        # ... and the grain sits on the right colour
+        assert np.abs(out[mask > 0].mean(0) - image[mask == 0].mean(0)).max() < 8, method
+
+
+def test_auto_fills_thin_parts_smoothly_and_thick_parts_with_texture():
+    from sdstudio.engine.fill import choose
+
+    image = grain()
+    line = box_mask(96, 128, 10, 14, 10, 120)  # 4 px high: thin
+    block = box_mask(96, 128, 40, 80, 30, 80)
+    assert choose(line) == "harmonic"
+    assert choose(block) == "structure-texture"
+    assert choose(line | block) == "auto"
+    out = fill(image, line | block, "auto")
+    np.testing.assert_array_equal(out[line > 0], fill(image, line, "harmonic")[line > 0])
+    assert detail(out, block > 0) > 0.5 * detail(image, (line | block) == 0)
+
+
+def test_separate_holes_are_filled_in_separate_boxes():
+    from sdstudio.engine.fill._common import MAX_GROUPS, _group_boxes
+    from sdstudio.engine.fill.patchmatch import work_box
+
+    hole = np.zeros((400, 600), bool)
+    hole[20:40, 20:40] = hole[300:330, 500:540] = True
+    boxes = _group_boxes(hole, work_box)
+    assert len(boxes) == 2
+    for y0, y1, x0, x1 in boxes:
+        assert (y1 - y0) * (x1 - x0) < 0.2 * hole.size  # each box is local, not the whole picture
+    assert sum(hole[y0:y1, x0:x1].sum() for y0, y1, x0, x1 in boxes) == hole.sum()
+    hole[45:50, 45:50] = True  # close to the first: its box overlaps, so they go together
+    assert len(_group_boxes(hole, work_box)) == 2
+    specks = np.zeros((400, 600), bool)
+    specks[10::20, 10::20] = True  # many parts: one box for all
+    assert (specks > 0).sum() > MAX_GROUPS and len(_group_boxes(specks, work_box)) == 1
+
+
+def test_progress_runs_once_to_the_end_over_separate_holes():
+    from sdstudio.engine.fill import structure_texture
+
+    image = np.tile(grain(), (2, 3, 1))
+    mask = np.zeros(image.shape[:2], np.uint8)
+    mask[20:50, 20:50] = mask[140:170, 300:340] = 255
+    calls = []
+    structure_texture(image, mask, progress=lambda done, total: calls.append((done, total)))
+    fractions = [done / total for done, total in calls]
+    assert fractions == sorted(fractions) and fractions[-1] == 1.0
+    assert len({total for _, total in calls}) == 1 and len(calls) >= 4
+
+
+def test_fine_grain_is_not_filled_from_smoother_grain_nearby():
+    """Like fine grass in front of smoother distant grass: the fill takes the grain around it."""
+    import cv2
+
+    rng = np.random.default_rng(5)
+    h, w = 128, 128
+
+    def noise(sigma, amplitude):
+        n = cv2.GaussianBlur(rng.normal(0, 1, (h, w)).astype(np.float32), (0, 0), sigma)
+        return n * amplitude / n.std()
+
+    grey = 130 + np.where(np.arange(h)[:, None] < 48, noise(3.0, 25), noise(0.6, 25))
+    image = np.repeat(np.clip(grey, 0, 255).astype(np.uint8)[..., None], 3, 2)
+    mask = box_mask(h, w, 70, 110, 40, 90)
+    fine = np.zeros((h, w), bool)
+    fine[52:, :] = True
+    fine &= mask == 0
+    for method in EXEMPLAR:
+        out = fill(image, mask, method)
+        assert detail(out, mask > 0) > 0.5 * detail(image, fine), method

@@ -23,19 +23,38 @@ THIN = 6.0
 """Holes no more than this many pixels from their edge (scratches, strokes) count as thin."""
 
 
+def split(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The hole's (thin, thick) parts as bool masks: a connected part is thick when some pixel of
+    it lies more than ``THIN`` pixels from its edge."""
+    hole = (mask > 0).view(np.uint8)
+    if not hole.any():
+        return hole.astype(bool), hole.astype(bool)
+    depth = cv2.distanceTransform(hole, cv2.DIST_L2, 3)
+    deep = depth > THIN
+    if not deep.any():
+        return hole.astype(bool), np.zeros(hole.shape, bool)
+    _, labels = cv2.connectedComponents(hole, connectivity=8)
+    thick = np.isin(labels, np.unique(labels[deep])) & (hole > 0)
+    return (hole > 0) & ~thick, thick
+
+
 def choose(mask: np.ndarray) -> str:
     """What "auto" runs: the membrane for thin holes (too narrow to hold texture; it scores best
-    there), structure + texture for larger ones."""
-    hole = (mask > 0).view(np.uint8)
-    if hole.any() and cv2.distanceTransform(hole, cv2.DIST_L2, 3).max() > THIN:
-        return "structure-texture"
+    there), structure + texture for larger ones, and "auto" itself for a mask with both (each
+    part gets its own)."""
+    thin, thick = split(mask)
+    if thick.any():
+        return "auto" if thin.any() else "structure-texture"
     return "harmonic"
 
 
 def auto(rgb: np.ndarray, mask: np.ndarray, cancel: threading.Event | None = None, progress=None):
-    if choose(mask) == "structure-texture":
-        return structure_texture(rgb, mask, cancel, progress)
-    return harmonic(rgb, mask, cancel)
+    """The membrane over the hole's thin parts, then structure + texture over its thick ones."""
+    thin, thick = split(mask)
+    out = harmonic(rgb, thin.view(np.uint8), cancel) if thin.any() else rgb
+    if thick.any() or not thin.any():
+        out = structure_texture(out, thick.view(np.uint8), cancel, progress)
+    return out
 
 
 METHODS: dict[str, FillMethod] = {
@@ -57,10 +76,11 @@ LABELS = {
 PROGRESSIVE = {"patchmatch", "structure-texture", "auto"}
 """Methods that take a ``progress(i, n)`` callback (one call per pyramid level)."""
 DEFAULT_METHOD = "auto"
-"""Chosen by bench_fill.py (8 photos at 1 megapixel, blobs, strokes and blocks): structure + texture
-beats Telea on PSNR and SSIM over large holes (not on SSIM over the ring around them), the
-membrane does on thin ones, while plain PatchMatch, sharper still, loses to Telea on both. The figures are in the
-closing note of issue 5 and the docstrings of ``smooth`` and ``hybrid``."""
+"""Chosen by bench_fill.py (8 photos at 1 megapixel, blobs, strokes and blocks) and by looking at
+the results at 100%: over large holes structure + texture beats Telea on PSNR and keeps the
+photo's texture where Telea smears, at lower SSIM; over thin ones the membrane beats Telea on
+every score. Plain PatchMatch keeps edges sharpest but puts the wrong shading in (1.3 dB below).
+The figures are in the closing note of issue 5 and the docstrings of ``smooth`` and ``hybrid``."""
 
 
 def resolve(name: str, mask: np.ndarray) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 
+import cv2
 import numpy as np
 
 from sdstudio.engine.streaming import RunCancelled
@@ -43,24 +44,77 @@ def hole_box(hole: np.ndarray, margin: int) -> tuple[int, int, int, int]:
     )
 
 
+MAX_GROUPS = 16
+"""Holes of up to this many separate parts are filled part by part (each in its own box, from
+sources near it); more (dust, specks) are filled as one."""
+
+Progress = Callable[[int, int], None]
+Box = tuple[int, int, int, int]
+
+
 def fill_in_box(
     rgb: np.ndarray,
     mask: np.ndarray,
     cancel: threading.Event | None,
-    box: Callable[[np.ndarray], tuple[int, int, int, int]],
-    fill: Callable[[np.ndarray, np.ndarray], np.ndarray],
+    box: Callable[[np.ndarray], Box],
+    fill: Callable[[np.ndarray, np.ndarray, Progress | None], np.ndarray],
+    progress: Progress | None = None,
 ) -> np.ndarray:
     """The frame of the float fills: check the inputs, crop to ``box(hole)``, let
-    ``fill(crop float32, crop hole)`` fill it, round the hole's pixels back into a copy of ``rgb``."""
+    ``fill(crop float32, crop hole, progress)`` fill it, round the hole's pixels back into a copy
+    of ``rgb``. A hole in a few separate parts is filled part by part (parts whose boxes overlap
+    together), so a fill works on the pixels around each part rather than the box around all."""
     hole = check_inputs(rgb, mask)
     check_cancel(cancel)
     if not hole.any():
         return rgb.copy()
     if hole.all():
         raise ValueError("the mask covers the whole picture: nothing to fill from")
-    y0, y1, x0, x1 = box(hole)
-    sub = hole[y0:y1, x0:x1]
-    filled = fill(rgb[y0:y1, x0:x1].astype(np.float32), sub)
+    boxes = _group_boxes(hole, box)
     out = rgb.copy()
-    out[y0:y1, x0:x1][sub] = np.clip(np.rint(filled[sub]), 0, 255).astype(np.uint8)
+    for index, (y0, y1, x0, x1) in enumerate(boxes):
+        check_cancel(cancel)
+        sub = hole[y0:y1, x0:x1]
+        part = None
+        if progress is not None:
+            part = _part_progress(progress, index, len(boxes))
+        filled = fill(rgb[y0:y1, x0:x1].astype(np.float32), sub, part)
+        out[y0:y1, x0:x1][sub] = np.clip(np.rint(filled[sub]), 0, 255).astype(np.uint8)
     return out
+
+
+def _part_progress(progress: Progress, index: int, count: int) -> Progress:
+    """Progress of part ``index`` of ``count``, reported as a share of the whole fill."""
+
+    def report(done: int, total: int) -> None:
+        progress(index * total + done, count * total)
+
+    return report
+
+
+def _group_boxes(hole: np.ndarray, box: Callable[[np.ndarray], Box]) -> list[Box]:
+    """Boxes that cover the hole's parts, merged until no two boxes overlap (so no part's
+    pixels fall inside another part's box)."""
+    count, labels = cv2.connectedComponents(hole.view(np.uint8), connectivity=8)
+    if count - 1 > MAX_GROUPS or count <= 2:
+        return [box(hole)]
+    groups = [labels == label for label in range(1, count)]
+    boxes = [box(group) for group in groups]
+    merged = True
+    while merged:
+        merged = False
+        for i in range(len(boxes)):
+            for j in range(i + 1, len(boxes)):
+                if _overlap(boxes[i], boxes[j]):
+                    groups[i] |= groups.pop(j)
+                    boxes.pop(j)
+                    boxes[i] = box(groups[i])
+                    merged = True
+                    break
+            if merged:
+                break
+    return boxes
+
+
+def _overlap(a: Box, b: Box) -> bool:
+    return a[0] < b[1] and b[0] < a[1] and a[2] < b[3] and b[2] < a[3]
