@@ -1,8 +1,10 @@
-"""The exemplar fill's inner loops, compiled with numba (cached on disk after the first run).
+"""The fills' inner loops, compiled with numba (cached on disk after the first run): the exemplar
+fill's search and votes, and the membrane fill's sweeps.
 
-Images are padded float32 H x W x 3 arrays; a nearest-neighbour field (NNF) is two int64 H x W
-arrays giving, for each target patch centre, the centre of the source patch it copies. Patches are
-``patchmatch.PATCH`` square. Every kernel releases the GIL, so the GUI thread keeps running during a fill.
+Images are padded float32 H x W x C arrays (colour, then texture features: distances and votes use
+every channel); a nearest-neighbour field (NNF) is two int64 H x W arrays giving, for each target
+patch centre, the centre of the source patch it copies. Patches are ``patchmatch.PATCH`` square.
+Every kernel releases the GIL, so the GUI thread keeps running during a fill.
 """
 
 from __future__ import annotations
