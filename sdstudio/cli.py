@@ -100,7 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
         default="auto",
         help="model-free fill: auto (default, best measured: structure-texture, or harmonic for "
         "thin holes), structure-texture (smooth shading + copied texture), patchmatch (copied "
-        "texture only, sharpest edges), harmonic (smooth), telea or navier-stokes (OpenCV)",
+        "texture and shading: better beside other objects), harmonic (smooth), telea or "
+        "navier-stokes (OpenCV)",
     )
     p.add_argument(
         "--refine",

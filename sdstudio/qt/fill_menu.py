@@ -10,7 +10,7 @@ from PySide6.QtGui import QActionGroup
 FILL_CHOICES = (
     ("auto", "&Best for the hole (texture, or smooth for thin strokes)"),
     ("structure-texture", "&Smooth shading + copied texture"),
-    ("patchmatch", "&Copied texture only (sharpest edges)"),
+    ("patchmatch", "&Copied texture and shading (beside other objects)"),
     ("harmonic", "S&mooth"),
     ("telea", "OpenCV &Telea"),
     ("navier-stokes", "OpenCV &Navier-Stokes"),

@@ -79,7 +79,8 @@ DEFAULT_METHOD = "auto"
 """Chosen by bench_fill.py (8 photos at 1 megapixel, blobs, strokes and blocks) and by looking at
 the results at 100%: over large holes structure + texture beats Telea on PSNR and keeps the
 photo's texture where Telea smears, at lower SSIM; over thin ones the membrane beats Telea on
-every score. Plain PatchMatch keeps edges sharpest but puts the wrong shading in (1.3 dB below).
+every score. Plain PatchMatch copies the shading too: better where a hole borders a different
+object or is huge, blotchier elsewhere (1.5 dB below structure + texture).
 The figures are in the closing note of issue 5 and the docstrings of ``smooth`` and ``hybrid``."""
 
 

@@ -1,17 +1,23 @@
 """Structure + texture: the membrane fill's smooth shading under the exemplar fill's texture.
 
 An exemplar fill copies plausible texture but, where the picture holds nothing quite alike, often
-the wrong shading, which shows as a blotch (and costs it about 1.3 dB of PSNR against this on
+the wrong shading, which shows as a blotch (and costs it about 1.5 dB of PSNR against this on
 bench_fill.py). The membrane fill gets the shading right on average but has no texture. This keeps
 the exemplar's detail (what a Gaussian of ``DETAIL_SIGMA`` removes) on the membrane's low
-frequencies. On bench_fill.py it beats Telea on PSNR over blob and block holes (+0.8, +1.4 dB) and
-carries the photo's amount of texture (detail 0.7-1.1 against Telea's 0.1), but scores lower on
-SSIM (-0.07): texture that is plausible but not the lost one correlates less with the truth than
-a blur does.
+frequencies. On bench_fill.py it beats Telea on PSNR over blob and block holes (+0.5, +1.35 dB)
+and carries much of the photo's texture (detail 0.56-0.62 against Telea's 0.07-0.10), but scores
+lower on SSIM (-0.07): texture that is plausible but not the lost one correlates less with the
+truth than a blur does.
+
+``DETAIL_SIGMA`` is broad so that the exemplar also decides the edges: at 16 px a horizon through
+a 120 px hole stays as sharp as the photo's (2 px), where 8 px smeared it over 29 rows for 0.2 dB
+more on bench_fill.py. Holes much larger than that still get a soft tint from the far side of an
+edge; plain ``patchmatch`` avoids it, with blotchier shading elsewhere.
 
 Tried and dropped: trusting the exemplar's shading where its patches matched well (the error of the
 matched patches is a poor predictor of the truth on real photos: it lost 1.3 dB); a narrower split
-(sigma 4: +0.2 dB, +0.013 SSIM, but the fill reads as a soft blotch at 100%).
+(sigma 4 or 8: +0.2 to +0.5 dB, but the fill reads as a soft blotch at 100% and edges blur); a
+sigma growing with the hole's depth (blotch as above, -0.3 dB).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from sdstudio.engine.fill._common import fill_in_box
 from sdstudio.engine.fill.patchmatch import NoSources, Progress, exemplar, work_box
 from sdstudio.engine.fill.smooth import solve
 
-DETAIL_SIGMA = 8.0
+DETAIL_SIGMA = 16.0
 
 
 def structure_texture(
