@@ -193,3 +193,22 @@ def test_slow_steps_can_be_cancelled():
         detect_damage(scene(), cancel=cancel)
     with pytest.raises(Cancelled, match="Denoise cancelled"):
         denoise(scene(), 0.5, cancel=cancel)
+
+
+def test_a_highlight_along_a_rim_is_not_a_scratch_but_one_across_it_is():
+    """A bright 2 px rim along the boundary of a dark shape on a light-grey ground (like a cup's
+    lip: the two sides differ by more than the rim stands out) is part of the picture; a scratch
+    of the same brightness across the shape is damage."""
+    image = np.full((240, 320), 150, np.float32)
+    cv2.rectangle(image, (60, 60), (260, 180), 40, -1)
+    image += np.random.default_rng(2).normal(0, 2, image.shape).astype(np.float32)
+    image = np.clip(image, 0, 255).astype(np.uint8)
+    cv2.line(image, (60, 58), (260, 58), 200, 2, cv2.LINE_AA)  # rim highlight along the top edge
+    rim = np.zeros_like(image)
+    cv2.line(rim, (70, 58), (250, 58), 255, 2)
+    damaged, truth = image.copy(), np.zeros_like(image)
+    cv2.line(damaged, (20, 230), (300, 90), 200, 2, cv2.LINE_AA)  # across the shape's edges
+    cv2.line(truth, (20, 230), (300, 90), 255, 2)
+    mask = detect_damage(damaged).mask
+    assert within(mask, truth) >= 0.8
+    assert within(mask, rim) <= 0.2

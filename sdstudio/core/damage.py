@@ -36,6 +36,13 @@ TEXTURE_FACTOR = 5.0
 """A defect must respond this many times more than the average over its neighbourhood."""
 GROW = 1
 """The proposed mask covers the anti-aliased fringe of each defect too."""
+SIDE_STEP = 1.0
+SIDE_SHARE = 0.5
+"""A thin line whose two sides differ by more than ``SIDE_STEP`` times its own contrast along more
+than ``SIDE_SHARE`` of it runs along a contour (a rim's highlight, a shape's outline), not across
+a surface as a scratch does. On bench_damage.py: precision 0.34 -> 0.37 at the same recall (0.74),
+and repairs harm the undamaged pixels less (PSNR there 32.6 -> 33.4 dB). A step of 0.5 rejects
+more (precision 0.40, PSNR elsewhere 34.2 dB) but misses scratches (recall 0.71)."""
 
 
 @dataclass(frozen=True, eq=False)
@@ -108,10 +115,11 @@ def detect_damage(
     found = np.zeros_like(grey)
     min_length = LINE_LENGTH + 4
     n, labels, stats, _ = cv2.connectedComponentsWithStats(lines, connectivity=8)
+    contour = _along_contours(grey, lines, line_response, labels, n)
     for index in range(1, n):
         x, y, w, h, area = (int(v) for v in stats[index])
         length = float(np.hypot(w, h))
-        if length < min_length:
+        if length < min_length or contour[index]:
             continue
         window = labels[y : y + h, x : x + w] == index
         contrast = float(line_response[y : y + h, x : x + w][window].mean())
@@ -164,6 +172,45 @@ def _find_lines(grey: np.ndarray, threshold: float) -> tuple[np.ndarray, np.ndar
         np.maximum(runs, cv2.morphologyEx(band, cv2.MORPH_OPEN, kernel), out=runs)
     lines = thin & runs
     return lines, response
+
+
+def _along_contours(
+    grey: np.ndarray, lines: np.ndarray, response: np.ndarray, labels: np.ndarray, count: int
+) -> np.ndarray:
+    """Per line component: does it run along the boundary of two different regions (a highlight
+    on a rim, the dark outline of a shape) rather than across a surface, as a scratch does?
+
+    For each line pixel the picture is sampled a few pixels to either side, across the line (the
+    normal is the Hessian's main axis of the smoothed response). Where the two sides differ by
+    more than ``SIDE_STEP`` times the line's own contrast, the pixel sits on a contour; a
+    component with more than ``SIDE_SHARE`` of such pixels is one. A scratch crossing an edge has
+    only its crossing on it."""
+    ys, xs = np.nonzero(lines)
+    result = np.zeros(count, bool)
+    if ys.size == 0:
+        return result
+    ridge = cv2.GaussianBlur(response.astype(np.float32), (0, 0), 2.0)
+    hxx = cv2.Sobel(ridge, cv2.CV_32F, 2, 0, ksize=5)[ys, xs]
+    hyy = cv2.Sobel(ridge, cv2.CV_32F, 0, 2, ksize=5)[ys, xs]
+    hxy = cv2.Sobel(ridge, cv2.CV_32F, 1, 1, ksize=5)[ys, xs]
+    # The response is a bright ridge: its normal is the Hessian's most negative axis, a quarter
+    # turn from the angle below (which is the most positive one, along the ridge).
+    theta = 0.5 * np.arctan2(2 * hxy, hxx - hyy) + np.pi / 2
+    nx, ny = np.cos(theta), np.sin(theta)
+    reach = THIN // 2 + 2
+    smooth = cv2.GaussianBlur(grey.astype(np.float32), (0, 0), 1.0)
+
+    def side(sign: int) -> np.ndarray:
+        mx = (xs + sign * reach * nx).astype(np.float32).reshape(1, -1)
+        my = (ys + sign * reach * ny).astype(np.float32).reshape(1, -1)
+        return cv2.remap(smooth, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[0]
+
+    step = np.abs(side(1) - side(-1))
+    on_contour = step > SIDE_STEP * response[ys, xs].astype(np.float32)
+    share = np.bincount(labels[ys, xs], weights=on_contour, minlength=count)
+    total = np.bincount(labels[ys, xs], minlength=count)
+    result[1:] = share[1:] > SIDE_SHARE * np.maximum(total[1:], 1)
+    return result
 
 
 def _find_dust(grey: np.ndarray, threshold: float, exclude: np.ndarray) -> tuple[np.ndarray, int]:
