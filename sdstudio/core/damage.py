@@ -5,7 +5,8 @@ after a top-hat (light) or black-hat (dark) with a small disk: a step edge betwe
 (an object boundary, a horizon) survives the opening and so gives no response, while anything
 narrower than the disk does. Lines are the responses that hold a straight run of
 ``LINE_LENGTH`` pixels at one of ``ORIENTATIONS`` angles (a binary opening with line-shaped
-structuring elements); dust is a small compact blob much brighter or darker than its median-
+structuring elements), unless they run along a contour (a highlight on a rim: the two sides
+differ more than the line stands out); dust is a small compact blob much brighter or darker than its median-
 filtered neighbourhood *and* than every pixel just around it (which rules out the corners of
 real shapes). The result is a proposed mask the person edits before repairing.
 """
