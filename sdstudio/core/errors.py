@@ -17,6 +17,11 @@ class ImageSaveError(SDStudioError):
     """An image could not be written; the previous file, if any, is left intact."""
 
 
+class ProjectError(SDStudioError):
+    """A project file (.ora) could not be read or written; on a failed save the previous file
+    is left intact."""
+
+
 class MaskError(SDStudioError):
     """A mask is unusable (empty, wrong size)."""
 

@@ -1,0 +1,608 @@
+"""Project files: the picture, its mask and the generation settings in one OpenRaster file.
+
+OpenRaster (.ora) is a zip archive that Krita, GIMP, MyPaint and others open. SD Studio writes::
+
+    mimetype                  "image/openraster": the first entry, stored, with no extra field
+    stack.xml                 <image version="0.0.3" w=.. h=..><stack> Mask, Picture </stack>
+    data/mask.png             the mask, 8-bit grey, 255 = regenerate: a hidden layer on top
+    data/picture.png          the picture in its own layout and bit depth (16-bit PNG for uint16)
+    mergedimage.png           what the picture looks like, 8-bit RGBA, for viewers
+    Thumbnails/thumbnail.png  the same, at most 256 x 256
+    sdstudio/project.json     {"format": 1, "writer": ..., "extra": {prompts, seeds, models ...}}
+
+Layers are listed topmost first, as the specification says; other programs ignore ``sdstudio/``.
+Saving writes a temporary file next to the target, reads it back and compares every layer bit
+for bit, keeps the previous file as ``name.ora~`` and only then replaces the target, so that
+there is never a moment without ``name.ora``. Failures become ProjectError (the cause chained).
+
+Loading treats the file as hostile: nothing is extracted to disk, entry names, counts and sizes
+are checked (sizes again while reading, in case the headers lie), stack.xml may not declare a
+DOCTYPE or entities, and layer PNGs go through the image loader's decompression-bomb checks.
+Files from other programs load their "Picture" layer if they have one, else their flattened
+mergedimage.png; ``Project.notes`` says what was not loaded as stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import time
+import warnings
+import xml.etree.ElementTree as ET
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from sdstudio import __version__
+from sdstudio.core.errors import ProjectError
+from sdstudio.core.imageio import _bomb_message, _decode, _encode, _file_mode, _save_failure
+from sdstudio.core.pixels import to_8bit
+
+SUFFIX = ".ora"
+BACKUP_SUFFIX = "~"
+"""The previous version of ``name.ora`` is kept as ``name.ora~``."""
+MIMETYPE = b"image/openraster"
+ORA_VERSION = "0.0.3"
+FORMAT = 1
+"""Layout of sdstudio/project.json. Raise it when the layout changes and migrate older ones on
+load; a file with a newer format is refused rather than half understood and saved over."""
+PICTURE_LAYER, MASK_LAYER = "Picture", "Mask"
+PICTURE_SRC, MASK_SRC = "data/picture.png", "data/mask.png"
+STACK, MERGED, THUMBNAIL = "stack.xml", "mergedimage.png", "Thumbnails/thumbnail.png"
+SETTINGS = "sdstudio/project.json"
+THUMBNAIL_SIZE = 256
+
+MAX_ENTRIES = 1000
+"""Most entries an archive may list (ours has 7; Krita writes one per layer)."""
+MAX_MEMBER_BYTES = 2**30
+"""Most bytes one entry may hold uncompressed: above the largest picture the image loader
+accepts (Image.MAX_IMAGE_PIXELS of 16-bit RGBA, about 716 MB)."""
+MAX_TOTAL_BYTES = 2**31
+"""Most bytes all entries together may declare, and all entries read may hold."""
+MAX_XML_BYTES = 2**20
+"""Most bytes of stack.xml (a thousand layers take about 200 KB)."""
+MAX_SETTINGS_BYTES = 16 * 2**20
+"""Most bytes of sdstudio/project.json."""
+
+_MIMETYPE_BYTES = 256
+_PICTURES = (
+    (b"\x89PNG", "a PNG picture"),
+    (b"\xff\xd8\xff", "a JPEG picture"),
+    (b"GIF8", "a GIF picture"),
+    (b"II*\0", "a TIFF picture"),
+    (b"MM\0*", "a TIFF picture"),
+    (b"BM", "a BMP picture"),
+)
+
+
+@dataclass(frozen=True, eq=False)
+class Project:
+    """A loaded project: ``image`` and ``mask`` as a Document holds them, our ``extra``
+    settings, and ``notes`` on anything not loaded as stored (files from other programs)."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    extra: dict[str, Any] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()
+
+
+# ------------------------------------------------------------------------------------ saving
+def save_project(
+    path: str | os.PathLike[str],
+    image: np.ndarray,
+    mask: np.ndarray | None = None,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Write ``image``, ``mask`` (None: nothing to regenerate) and the JSON-serialisable
+    ``extra`` to ``path`` (.ora), verified and atomically; the previous file becomes ``path~``.
+    On failure the previous file is left as it was and no temporary file remains."""
+    name = os.fspath(path)
+    target = Path(os.path.realpath(name)) if os.path.islink(name) else Path(name)
+    if target.suffix.lower() != SUFFIX:
+        raise ProjectError(
+            f"Cannot save '{name}' as a project: project files end in {SUFFIX}; "
+            f"choose a name ending in {SUFFIX}, or export a picture instead."
+        )
+    mask = _checked_layers(name, image, mask)
+    settings = _settings_json(name, extra)
+    try:
+        payload = _archive(image, mask, settings)
+    except MemoryError as exc:
+        raise ProjectError(f"Not enough memory to save '{name}'; close other pictures.") from exc
+    except Exception as exc:
+        raise ProjectError(f"Cannot save '{name}': encoding the layers failed ({exc}).") from exc
+    expected = Project(image, mask, json.loads(settings)["extra"])
+    _replace_verified(name, target, payload, expected)
+
+
+def _checked_layers(name: str, image: np.ndarray, mask: np.ndarray | None) -> np.ndarray:
+    if (
+        not isinstance(image, np.ndarray)
+        or image.dtype not in (np.uint8, np.uint16)
+        or not (image.ndim == 2 or (image.ndim == 3 and image.shape[2] in (3, 4)))
+        or image.size == 0
+    ):
+        got = f"{image.dtype} {image.shape}" if isinstance(image, np.ndarray) else type(image)
+        raise ProjectError(
+            f"Cannot save '{name}': the picture must be 8- or 16-bit grey, RGB or RGBA (got {got})."
+        )
+    height, width = image.shape[:2]
+    if width * height > Image.MAX_IMAGE_PIXELS:
+        raise ProjectError(
+            f"Cannot save '{name}': the picture is {width}x{height}, more than the "
+            f"{Image.MAX_IMAGE_PIXELS:,} pixels SD Studio opens; scale it down first."
+        )
+    if mask is None:
+        return np.zeros((height, width), np.uint8)
+    if not isinstance(mask, np.ndarray) or mask.dtype != np.uint8 or mask.shape != (height, width):
+        got = f"{mask.dtype} {mask.shape}" if isinstance(mask, np.ndarray) else type(mask)
+        raise ProjectError(
+            f"Cannot save '{name}': the mask must be 8-bit grey of the picture's size "
+            f"({height}, {width}) (got {got})."
+        )
+    return mask
+
+
+def _settings_json(name: str, extra: dict[str, Any] | None) -> bytes:
+    if extra is not None and not isinstance(extra, dict):
+        raise ProjectError(f"Cannot save '{name}': the settings must be a dict, not {type(extra)}.")
+    document = {"format": FORMAT, "writer": f"SD Studio {__version__}", "extra": extra or {}}
+    try:
+        return json.dumps(document, ensure_ascii=False, indent=1, allow_nan=False).encode()
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ProjectError(
+            f"Cannot save '{name}': the project settings cannot be stored as JSON ({exc}). "
+            "This is a bug in SD Studio; please report it."
+        ) from exc
+
+
+def _archive(image: np.ndarray, mask: np.ndarray, settings: bytes) -> bytes:
+    merged = _rgba8(image)
+    thumbnail = Image.fromarray(merged)
+    thumbnail.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        stored, deflated = zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED  # PNGs are compressed
+        _add(archive, "mimetype", MIMETYPE, stored)
+        _add(archive, STACK, _stack_xml(image.shape[1], image.shape[0]), deflated)
+        _add(archive, MASK_SRC, _encode(mask, "PNG", None), stored)
+        _add(archive, PICTURE_SRC, _encode(image, "PNG", None), stored)
+        _add(archive, MERGED, _encode(merged, "PNG", None), stored)
+        _add(archive, THUMBNAIL, _encode(np.asarray(thumbnail), "PNG", None), stored)
+        _add(archive, SETTINGS, settings, deflated)
+    return buffer.getvalue()
+
+
+def _add(archive: zipfile.ZipFile, member: str, data: bytes, compression: int) -> None:
+    info = zipfile.ZipInfo(member, date_time=time.localtime()[:6])
+    info.compress_type = compression
+    info.external_attr = 0o644 << 16
+    archive.writestr(info, data)
+
+
+def _rgba8(image: np.ndarray) -> np.ndarray:
+    """The picture as 8-bit RGBA (grey repeated, opaque where it has no alpha)."""
+    pixels = to_8bit(image)
+    if pixels.ndim == 2:
+        pixels = np.repeat(pixels[:, :, None], 3, axis=2)
+    if pixels.shape[2] == 3:
+        pixels = np.dstack([pixels, np.full(pixels.shape[:2], 255, np.uint8)])
+    return np.ascontiguousarray(pixels)
+
+
+def _stack_xml(width: int, height: int) -> bytes:
+    root = ET.Element("image", version=ORA_VERSION, w=str(width), h=str(height))
+    stack = ET.SubElement(root, "stack")
+    for layer, src, visibility in (
+        (MASK_LAYER, MASK_SRC, "hidden"),
+        (PICTURE_LAYER, PICTURE_SRC, "visible"),
+    ):
+        attributes = {"composite-op": "svg:src-over", "opacity": "1.000"}
+        ET.SubElement(
+            stack, "layer", name=layer, src=src, x="0", y="0", visibility=visibility, **attributes
+        )
+    return ET.tostring(root, encoding="utf-8", xml_declaration=True)
+
+
+def _replace_verified(name: str, target: Path, payload: bytes, expected: Project) -> None:
+    folder = target.parent
+    if not folder.is_dir():
+        raise ProjectError(
+            f"Cannot save '{name}': the folder '{folder}' does not exist. "
+            "Create it or choose another folder."
+        )
+    if target.is_dir():
+        raise ProjectError(f"Cannot save '{name}': a folder has that name. Choose another name.")
+    temporaries: list[str] = []
+    try:
+        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+        temporaries.append(temporary)
+        with os.fdopen(handle, "wb") as file:
+            file.write(payload)
+            file.flush()
+            os.fsync(file.fileno())
+            if hasattr(os, "fchmod"):  # mkstemp makes 0600; give the file its usual mode
+                os.fchmod(file.fileno(), _file_mode(target))
+        _verify(name, temporary, expected)
+        if target.exists():
+            _keep_backup(name, target, temporaries)
+        os.replace(temporary, target)
+        temporaries.remove(temporary)
+    except BaseException as exc:
+        for leftover in temporaries:
+            with contextlib.suppress(OSError):
+                os.unlink(leftover)
+        if isinstance(exc, OSError):
+            raise ProjectError(_save_failure(name, folder, exc)) from exc
+        raise
+    with contextlib.suppress(OSError, AttributeError):  # make the renames durable (POSIX)
+        folder_handle = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(folder_handle)
+        finally:
+            os.close(folder_handle)
+
+
+def _verify(name: str, temporary: str, expected: Project) -> None:
+    """Read the written file back and compare it with what was meant to be written."""
+    try:
+        written = _load(temporary, name)
+    except ProjectError as exc:
+        why = str(exc).replace(f" {_BACKUP_HINT.format(name)}", "")  # that hint is for opening
+        raise ProjectError(
+            f"Cannot save '{name}': the written file could not be read back ({why}). "
+            "The previous file, if any, is unchanged."
+        ) from exc
+    differ = [
+        what
+        for what, same in (
+            ("picture", _same(written.image, expected.image)),
+            ("mask", _same(written.mask, expected.mask)),
+            ("settings", written.extra == expected.extra),
+        )
+        if not same
+    ]
+    if differ:
+        raise ProjectError(
+            f"Cannot save '{name}': the written file does not read back the same "
+            f"({' and '.join(differ)} differ); the disk or memory may be failing. "
+            "The previous file, if any, is unchanged; save to another disk."
+        )
+
+
+def _same(a: np.ndarray, b: np.ndarray) -> bool:
+    return a.dtype == b.dtype and a.shape == b.shape and bool(np.array_equal(a, b))
+
+
+def _keep_backup(name: str, target: Path, temporaries: list[str]) -> None:
+    """Make ``target~`` hold the target's current content; the target stays in place."""
+    backup = f"{target}{BACKUP_SUFFIX}"
+    try:
+        copy = _backup_copy(target)
+        temporaries.append(copy)
+        os.replace(copy, backup)
+        temporaries.remove(copy)
+    except OSError as exc:
+        raise ProjectError(
+            f"Cannot save '{name}': the previous version cannot be kept as '{backup}' "
+            f"({exc.strerror or exc}). Move or delete '{backup}', or save under another name. "
+            "The previous file is unchanged."
+        ) from exc
+
+
+def _backup_copy(target: Path) -> str:
+    """A temporary name in the target's folder for the target's current content: a hard link
+    (instant) or, where the file system has none, a copy."""
+    prefix = f".{target.name}{BACKUP_SUFFIX}."
+    link = target.with_name(f"{prefix}{secrets.token_hex(6)}.tmp")
+    with contextlib.suppress(OSError):
+        os.link(target, link)
+        return str(link)
+    handle, copy = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(handle, "wb") as file, open(target, "rb") as source:
+            shutil.copyfileobj(source, file, 2**20)
+            file.flush()
+            os.fsync(file.fileno())
+        shutil.copystat(target, copy)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(copy)
+        raise
+    return copy
+
+
+# ----------------------------------------------------------------------------------- loading
+def load_project(path: str | os.PathLike[str]) -> Project:
+    """Read an OpenRaster file. Anything unreadable, unsafe or not OpenRaster -> ProjectError."""
+    name = os.fspath(path)
+    return _load(name, name)
+
+
+def _load(path: str, name: str) -> Project:
+    """Read ``path``; messages call it ``name`` (a save verifies its temporary file)."""
+    if os.path.isdir(path):
+        raise ProjectError(f"'{name}' is a folder, not a project file; choose an {SUFFIX} file.")
+    try:
+        archive = zipfile.ZipFile(path)
+    except FileNotFoundError as exc:
+        raise ProjectError(f"'{name}' does not exist; check the path.") from exc
+    except PermissionError as exc:
+        raise ProjectError(f"'{name}' cannot be read: permission denied.") from exc
+    except OSError as exc:
+        raise ProjectError(f"'{name}' cannot be read: {exc.strerror or exc}.") from exc
+    except Exception as exc:  # BadZipFile, or whatever a damaged directory makes zipfile raise
+        raise ProjectError(_not_a_zip(path, name)) from exc
+    with archive:
+        try:
+            return _Reader(archive, name).project()
+        except ProjectError:
+            raise
+        except MemoryError as exc:
+            raise ProjectError(
+                f"Not enough memory to open '{name}'; close other pictures."
+            ) from exc
+        except Exception as exc:  # CRC errors, truncated or encrypted entries ...
+            raise ProjectError(_damaged(name, f"{exc}")) from exc
+
+
+def _not_a_zip(path: str, name: str) -> str:
+    with contextlib.suppress(OSError), open(path, "rb") as file:
+        head = file.read(16)
+        kind = next((what for magic, what in _PICTURES if head.startswith(magic)), None)
+        if head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+            kind = "a WebP picture"
+        if kind is not None:
+            return (
+                f"'{name}' is not an OpenRaster file: it is {kind}. Open it as a picture instead."
+            )
+        if not head:
+            return f"'{name}' is not an OpenRaster file: it is empty. {_BACKUP_HINT.format(name)}"
+    return (
+        f"'{name}' is not an OpenRaster file: it is not a zip archive, or it is damaged or "
+        f"incomplete. {_BACKUP_HINT.format(name)}"
+    )
+
+
+_BACKUP_HINT = "Open its backup '{}" + BACKUP_SUFFIX + "' if there is one."
+
+
+def _damaged(name: str, why: str) -> str:
+    return (
+        f"'{name}' could not be read ({why}); the file may be damaged or incomplete. "
+        f"{_BACKUP_HINT.format(name)}"
+    )
+
+
+def _unsafe(name: str, why: str) -> str:
+    return (
+        f"'{name}' is refused as unsafe: {why}. It may be damaged or made to harm; "
+        "open only project files from sources you trust."
+    )
+
+
+def _unsafe_name(member: str) -> bool:
+    parts = member.replace("\\", "/").split("/")
+    return member.startswith(("/", "\\")) or bool(re.match(r"[A-Za-z]:", member)) or ".." in parts
+
+
+class _Reader:
+    """The members of an untrusted OpenRaster archive, read in memory within the limits."""
+
+    def __init__(self, archive: zipfile.ZipFile, name: str) -> None:
+        self.archive, self.name = archive, name
+        self.budget = MAX_TOTAL_BYTES  # bytes that reading may still produce
+        self.notes: list[str] = []
+        infos = archive.infolist()
+        if len(infos) > MAX_ENTRIES:
+            why = f"it lists {len(infos):,} entries, more than the limit of {MAX_ENTRIES:,}"
+            raise ProjectError(_unsafe(name, why))
+        self.members: dict[str, zipfile.ZipInfo] = {}
+        declared = 0
+        for info in infos:
+            member = info.filename
+            if _unsafe_name(member):
+                raise ProjectError(_unsafe(name, f"it holds an entry named {member!r}"))
+            if member in self.members:
+                raise ProjectError(_damaged(name, f"the entry '{member}' appears twice"))
+            if info.file_size > MAX_MEMBER_BYTES:
+                why = f"its entry '{member}' would unpack to {info.file_size:,} bytes"
+                raise ProjectError(_unsafe(name, f"{why}, more than {MAX_MEMBER_BYTES:,}"))
+            declared += info.file_size
+            self.members[member] = info
+        if declared > MAX_TOTAL_BYTES:
+            why = f"it would unpack to {declared:,} bytes, more than {MAX_TOTAL_BYTES:,}"
+            raise ProjectError(_unsafe(name, why))
+
+    def read(self, member: str, limit: int) -> bytes:
+        """The bytes of ``member``, refused beyond ``limit`` whatever its header says."""
+        limit = min(limit, self.budget)
+        with self.archive.open(self.members[member]) as stream:
+            data = stream.read(limit + 1)
+        if len(data) > limit:
+            raise ProjectError(_unsafe(self.name, f"its entry '{member}' unpacks to too much"))
+        self.budget -= len(data)
+        return data
+
+    def project(self) -> Project:
+        if "mimetype" not in self.members:
+            raise ProjectError(
+                f"'{self.name}' is not an OpenRaster file: it is a zip archive without the "
+                "'mimetype' entry every .ora file has."
+            )
+        kind = self.read("mimetype", _MIMETYPE_BYTES).strip()
+        if kind != MIMETYPE:
+            shown = kind[:64].decode("utf-8", "replace")
+            raise ProjectError(
+                f"'{self.name}' is not an OpenRaster file: its mimetype is '{shown}', "
+                f"not '{MIMETYPE.decode()}'."
+            )
+        width, height, layers = self._stack()
+        extra = self._settings()
+        image = self._picture(layers, width, height)
+        mask = self._mask(layers, image.shape[:2])
+        return Project(image, mask, extra, tuple(self.notes))
+
+    def _stack(self) -> tuple[int, int, list[ET.Element]]:
+        if STACK not in self.members:
+            raise ProjectError(_damaged(self.name, f"it has no {STACK}"))
+        data = self.read(STACK, MAX_XML_BYTES)
+        try:
+            utf16 = data.startswith((b"\xff\xfe", b"\xfe\xff"))
+            text = data.decode("utf-16" if utf16 else "utf-8-sig")
+        except UnicodeDecodeError as exc:
+            raise ProjectError(_damaged(self.name, f"its {STACK} is not UTF-8 text")) from exc
+        upper = text.upper()
+        if "<!DOCTYPE" in upper or "<!ENTITY" in upper:  # entity expansion bombs
+            why = f"its {STACK} declares a DOCTYPE or entities, which OpenRaster never uses"
+            raise ProjectError(_unsafe(self.name, why))
+        try:
+            root = ET.fromstring(text)  # a str: any encoding declaration is ignored
+        except ET.ParseError as exc:
+            why = f"its {STACK} is not well-formed XML: {exc}"
+            raise ProjectError(_damaged(self.name, why)) from exc
+        stack = root.find("stack")
+        if root.tag != "image" or stack is None:
+            why = f"its {STACK} has no <image> with a <stack>"
+            raise ProjectError(_damaged(self.name, why))
+        width, height = self._number(root, "w", None), self._number(root, "h", None)
+        if width <= 0 or height <= 0:
+            why = f"its {STACK} gives the size {width}x{height}"
+            raise ProjectError(_damaged(self.name, why))
+        return width, height, list(stack.iter("layer"))
+
+    def _number(self, element: ET.Element, key: str, default: int | None) -> int:
+        value = element.get(key)
+        if value is None and default is not None:
+            return default
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            why = f"its {STACK} has {key}={value!r} on <{element.tag}>, not a whole number"
+            raise ProjectError(_damaged(self.name, why)) from None
+
+    def _settings(self) -> dict[str, Any]:
+        if SETTINGS not in self.members:
+            return {}
+        data = self.read(SETTINGS, MAX_SETTINGS_BYTES)
+        try:
+            document = json.loads(data.decode("utf-8"))
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            document = {"error": str(exc)}
+        version = document.get("format") if isinstance(document, dict) else None
+        if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT:
+            raise ProjectError(
+                f"'{self.name}' was saved by a newer SD Studio (project format {version}; this "
+                f"version reads up to {FORMAT}). Update SD Studio to open it."
+            )
+        extra = document.get("extra") if isinstance(document, dict) else None
+        if version != FORMAT or not isinstance(extra, dict):
+            self.notes.append(
+                "The saved settings (prompts, seeds, models) could not be read; "
+                "the picture and mask were loaded without them."
+            )
+            return {}
+        return extra  # format 1 is the first: older formats would be migrated here
+
+    def _picture(self, layers: list[ET.Element], width: int, height: int) -> np.ndarray:
+        named = [layer for layer in layers if layer.get("name") == PICTURE_LAYER]
+        ours = (PICTURE_LAYER, MASK_LAYER)
+        others = [layer.get("name", "") for layer in layers if layer.get("name") not in ours]
+        if named:
+            layer = named[0]
+            image = self._layer(layer)
+            if self._offsets(layer) == (0, 0) and image.shape[:2] == (height, width):
+                if others:
+                    listed = ", ".join(f"'{other}'" for other in others[:5])
+                    self.notes.append(
+                        f"Only the layer '{PICTURE_LAYER}' was loaded; the other layers "
+                        f"({listed}{', ...' if len(others) > 5 else ''}) were left out."
+                    )
+                return image
+            self.notes.append(
+                f"The layer '{PICTURE_LAYER}' was moved or resized in another program; the "
+                f"flattened picture ({MERGED}) was loaded instead."
+            )
+        elif SETTINGS in self.members:
+            why = f"it has no layer named '{PICTURE_LAYER}'"
+            raise ProjectError(_damaged(self.name, why))
+        else:
+            self.notes.append(
+                f"This file was not saved by SD Studio: its {len(layers)} layer(s) were loaded "
+                f"as one flattened picture ({MERGED})."
+            )
+        if MERGED not in self.members:
+            raise ProjectError(
+                f"'{self.name}' has no picture SD Studio can read: no layer named "
+                f"'{PICTURE_LAYER}' and no {MERGED}. Flatten it in the program that made it "
+                "and save it again."
+            )
+        image = self._png(MERGED)
+        opaque = np.iinfo(image.dtype).max
+        if image.ndim == 3 and image.shape[2] == 4 and np.all(image[:, :, 3] == opaque):
+            image = np.ascontiguousarray(image[:, :, :3])  # opaque: alpha says nothing
+        return image
+
+    def _mask(self, layers: list[ET.Element], shape: tuple[int, ...]) -> np.ndarray:
+        named = [layer for layer in layers if layer.get("name") == MASK_LAYER]
+        if not named:
+            return np.zeros(shape, np.uint8)
+        mask = self._layer(named[0])
+        x, y = self._offsets(named[0])
+        if (x, y) != (0, 0) or mask.shape[:2] != shape:
+            raise ProjectError(
+                f"'{self.name}' cannot be opened: its mask is {mask.shape[1]}x{mask.shape[0]} "
+                f"at ({x}, {y}) but the picture is {shape[1]}x{shape[0]} at (0, 0). In the "
+                f"program that changed it, make the layer '{MASK_LAYER}' cover the picture "
+                "or delete it, and save again."
+            )
+        if mask.dtype == np.uint8 and mask.ndim == 2:
+            return mask
+        self.notes.append("The mask was stored in colour or 16 bits; it was converted to grey.")
+        grey = to_8bit(mask)
+        if grey.ndim == 3:
+            colour = Image.fromarray(np.ascontiguousarray(grey[:, :, :3]))
+            luma = np.asarray(colour.convert("L"), np.uint32)
+            alpha = grey[:, :, 3].astype(np.uint32) if grey.shape[2] == 4 else 255
+            grey = ((luma * alpha + 127) // 255).astype(np.uint8)
+        return np.ascontiguousarray(grey)
+
+    def _offsets(self, layer: ET.Element) -> tuple[int, int]:
+        return self._number(layer, "x", 0), self._number(layer, "y", 0)
+
+    def _layer(self, layer: ET.Element) -> np.ndarray:
+        src = layer.get("src", "")
+        if src not in self.members:
+            why = f"its layer '{layer.get('name')}' has no pixels ('{src}' is missing)"
+            raise ProjectError(_damaged(self.name, why))
+        return self._png(src)
+
+    def _png(self, member: str) -> np.ndarray:
+        """Decode a PNG entry with the image loader's bomb checks and bit-depth handling."""
+        data = self.read(member, MAX_MEMBER_BYTES)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                with Image.open(io.BytesIO(data), formats=["PNG"]) as im:
+                    return _decode(im, data)
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+            # reads "'data/picture.png' in 'x.ora' is 100000x100000 (...) pixels, more than ..."
+            raise ProjectError(_bomb_message(f"{member}' in '{self.name}", data, exc)) from exc
+        except UnidentifiedImageError as exc:
+            why = f"its entry '{member}' is not a PNG picture"
+            raise ProjectError(_damaged(self.name, why)) from exc
+        except MemoryError:
+            raise
+        except Exception as exc:
+            why = f"its entry '{member}' cannot be decoded: {exc}"
+            raise ProjectError(_damaged(self.name, why)) from exc
