@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from sdstudio.core.errors import SDStudioError
+
 
 def main(image: str | None = None, argv: list[str] | None = None) -> int:
     from PySide6.QtWidgets import QApplication
@@ -19,6 +21,13 @@ def main(image: str | None = None, argv: list[str] | None = None) -> int:
     app.setApplicationName("SD Studio")
     window = MainWindow()
     window.show()
+    try:
+        from sdstudio.core.recovery import RecoverySession
+
+        window.start_autosave(RecoverySession())
+    except (OSError, SDStudioError) as error:  # the editor still works, without a safety net
+        window.show_error(f"Autosave is off: {error}")
+    window.offer_recovery()
     if image:
         window.open_path(Path(image))
     return app.exec()

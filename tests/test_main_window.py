@@ -177,10 +177,73 @@ def test_remove_without_model_then_export_carries_parameters(
     window.session.accept()
     out = tmp_path / "out.png"
     window.export_to(out)
-    qtbot.waitUntil(lambda: out.exists() and not window.windowTitle().startswith("*"), timeout=5000)
+    qtbot.waitUntil(lambda: out.exists() and read_parameters(out) is not None, timeout=5000)
     result = load_image(out)
     np.testing.assert_array_equal(result, document.image)
     assert "Sampler: Smooth shading + PatchMatch texture" in read_parameters(out)
+    assert window.windowTitle().startswith("*")  # an export is not a save of the project
+
+
+def test_project_saves_and_reopens_picture_mask_and_parameters(
+    qtbot, make_window, tmp_path, photo, edge_mask
+):
+    window = make_window()
+    document = open_photo(qtbot, window, tmp_path, photo)
+    document.set_mask(edge_mask)
+    window.session.remove()
+    qtbot.waitUntil(lambda: len(window.session.candidates) == 1, timeout=5000)
+    window.session.accept()
+    document.set_mask(edge_mask[::-1].copy())  # a mask to come back too
+    parameters = window.session.parameters
+    project = tmp_path / "work.ora"
+    window.save_to(project)
+    qtbot.waitUntil(lambda: not window.windowTitle().startswith("*"), timeout=5000)
+    assert window.windowTitle().startswith("work.ora") and document.path == project
+
+    other = make_window()
+    other.open_path(project)
+    qtbot.waitUntil(lambda: getattr(other.session.document, "path", None) == project, timeout=5000)
+    reopened = other.session.document
+    np.testing.assert_array_equal(reopened.image, document.image)
+    np.testing.assert_array_equal(reopened.mask, document.mask)
+    assert other.session.parameters == parameters and parameters
+    assert not other.windowTitle().startswith("*")
+
+
+def test_save_of_a_picture_asks_where_and_offers_a_project_beside_it(
+    qtbot, make_window, tmp_path, photo, monkeypatch
+):
+    from PySide6.QtWidgets import QFileDialog
+
+    window = make_window()
+    document = open_photo(qtbot, window, tmp_path, photo)
+    document.set_mask(np.full(photo.shape[:2], 255, np.uint8))
+    offered = []
+
+    def ask(_parent, _title, start, _filter):
+        offered.append(start)
+        return start, ""
+
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", ask)
+    assert window.save()
+    qtbot.waitUntil(lambda: not window.windowTitle().startswith("*"), timeout=5000)
+    assert offered == [str(tmp_path / "photo.ora")] and (tmp_path / "photo.ora").exists()
+
+
+def test_closing_with_changes_can_save_the_project_first(
+    qtbot, make_window, tmp_path, photo, monkeypatch
+):
+    from PySide6.QtWidgets import QFileDialog
+
+    window = make_window()
+    document = open_photo(qtbot, window, tmp_path, photo)
+    document.set_mask(np.full(photo.shape[:2], 255, np.uint8))
+    target = tmp_path / "kept.ora"
+    monkeypatch.setattr(QFileDialog, "getSaveFileName", lambda *_args: (str(target), ""))
+    monkeypatch.setattr(QMessageBox, "question", lambda *_a: QMessageBox.StandardButton.Save)
+    assert window._ask_discard()
+    assert target.exists()  # saved before the answer came back: nothing is lost on quitting
+    assert not document.modified
 
 
 def test_unreadable_file_is_a_message_not_a_crash(qtbot, make_window, tmp_path):
@@ -352,3 +415,74 @@ def test_the_remove_fill_is_chosen_in_the_menu_and_remembered(qtbot, tmp_path, p
     assert "OpenCV Telea" in window.session.candidates[0].result.parameters
     window.close()
     assert window_with(tmp_path / "s.ini").fill_method == "telea"
+
+
+def test_autosave_after_an_accepted_result_and_never_over_the_persons_file(
+    qtbot, make_window, tmp_path, photo, edge_mask
+):
+    from sdstudio.core.project import load_project
+    from sdstudio.core.recovery import RecoverySession, orphans
+
+    window = make_window()
+    recovery = RecoverySession(tmp_path / "recovery")
+    window.start_autosave(recovery)
+    document = open_photo(qtbot, window, tmp_path, photo)
+    original = (tmp_path / "photo.png").read_bytes()
+    assert not window.autosave_now()  # nothing changed yet: nothing written
+    document.set_mask(edge_mask)
+    window.session.remove()
+    qtbot.waitUntil(lambda: len(window.session.candidates) == 1, timeout=5000)
+    window.session.accept()  # an accepted result is autosaved at once
+    qtbot.waitUntil(lambda: recovery.snapshot_path.exists() and not window._autosave_busy)
+    snapshot = load_project(recovery.snapshot_path)
+    np.testing.assert_array_equal(snapshot.image, document.image)
+    assert snapshot.extra["parameters"] == window.session.parameters
+    assert (tmp_path / "photo.png").read_bytes() == original
+    assert orphans(tmp_path / "recovery") == []  # this editor is alive
+    window.stop_autosave()
+    assert list((tmp_path / "recovery").iterdir()) == []
+
+
+def test_start_up_offers_what_a_crashed_editor_kept(qtbot, make_window, tmp_path, photo):
+    from PySide6.QtWidgets import QMessageBox
+
+    from sdstudio.core.recovery import RecoverySession, orphans
+
+    folder = tmp_path / "recovery"
+    crashed = RecoverySession(folder)
+    mask = np.zeros(photo.shape[:2], np.uint8)
+    mask[10:20, 10:30] = 255
+    crashed.autosave(photo, mask, {"parameters": "Steps: 20"}, tmp_path / "trip.ora")
+    crashed._handle.close()  # the process died: its lock is gone, its files are not
+
+    window = make_window()
+    window.start_autosave(RecoverySession(tmp_path / "mine"))
+    asked = []
+    window.ask_recovery = lambda orphan: asked.append(orphan) or QMessageBox.StandardButton.Open
+    assert window.offer_recovery(folder) is not None
+    qtbot.waitUntil(lambda: window.session.document is not None, timeout=5000)
+    document = window.session.document
+    np.testing.assert_array_equal(document.image, photo)
+    np.testing.assert_array_equal(document.mask, mask)
+    assert document.modified and window.session.parameters == "Steps: 20"
+    assert "trip.ora" in asked[0].describe()
+    qtbot.waitUntil(lambda: orphans(folder) == [], timeout=5000)  # kept by this editor now
+    assert window.recovery.snapshot_path.exists()
+    window.stop_autosave()
+
+
+def test_a_discarded_recovery_is_not_offered_again(qtbot, make_window, tmp_path, photo):
+    from PySide6.QtWidgets import QMessageBox
+
+    from sdstudio.core.recovery import RecoverySession, orphans
+
+    folder = tmp_path / "recovery"
+    crashed = RecoverySession(folder)
+    crashed.autosave(photo, np.zeros(photo.shape[:2], np.uint8))
+    crashed._handle.close()
+    window = make_window()
+    window.ask_recovery = lambda _orphan: QMessageBox.StandardButton.Ignore
+    assert window.offer_recovery(folder) is None and len(orphans(folder)) == 1
+    window.ask_recovery = lambda _orphan: QMessageBox.StandardButton.Discard
+    assert window.offer_recovery(folder) is None and orphans(folder) == []
+    assert window.session.document is None

@@ -1,5 +1,9 @@
-"""File handling of the editor window: open (in the background), paste, copy, export,
-recent files, drag and drop, and the prompt before changes are thrown away."""
+"""File handling of the editor window: open (in the background), save projects, paste, copy,
+export, recent files, drag and drop, and the prompt before changes are thrown away.
+
+A project (``.ora``, OpenRaster) holds the picture, the mask and the generation parameters;
+saving it marks the document saved. Exporting writes a flat picture for other programs and does
+not: the work is only safe once it is in a project."""
 
 from __future__ import annotations
 
@@ -13,12 +17,18 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from sdstudio.core.document import Document
 from sdstudio.core.imageio import FORMATS, load_image, save_image
+from sdstudio.core.project import load_project, save_project
 from sdstudio.qt.session import qimage_of
 from sdstudio.qt.tasks import run_in_background
 
 log = logging.getLogger(__name__)
 
-OPEN_FILTER = "Pictures (*.png *.jpg *.jpeg *.webp *.tif *.tiff *.bmp *.gif);;All files (*)"
+OPEN_FILTER = (
+    "Pictures and projects (*.ora *.png *.jpg *.jpeg *.webp *.tif *.tiff *.bmp *.gif);;"
+    "SD Studio projects (*.ora);;All files (*)"
+)
+PROJECT = ".ora"
+PROJECT_FILTER = "SD Studio project, OpenRaster (*.ora)"
 EXPORT_FILTER = "PNG (*.png);;JPEG (*.jpg *.jpeg);;WebP (*.webp);;TIFF (*.tif *.tiff)"
 MAX_RECENT = 10
 
@@ -48,11 +58,18 @@ class FileHandling:
             self.open_path(path)
 
     def open_path(self, path: str | Path) -> None:
-        """Read the picture on a background thread; the window stays responsive."""
+        """Read the picture or project on a background thread; the window stays responsive."""
         if not self.confirm_discard():
             return
         path = Path(path)
         self.statusBar().showMessage(f"Opening {path.name} …")
+        if path.suffix.lower() == PROJECT:
+            run_in_background(
+                lambda: load_project(path),
+                lambda project: self._opened_project(path, project),
+                self.show_error,
+            )
+            return
 
         def opened(image: np.ndarray) -> None:
             self.set_document(Document(image, path=path))
@@ -64,6 +81,77 @@ class FileHandling:
             )
 
         run_in_background(lambda: load_image(path), opened, self.show_error)
+
+    def _opened_project(self, path: Path, project) -> None:
+        document = Document(project.image, path=path)
+        document.mask[...] = project.mask
+        self.set_document(document)
+        self.session.parameters = project.extra.get("parameters")
+        document.mark_saved()
+        self._update_title()
+        self._remember_recent(path)
+        notes = " ".join(project.notes)
+        self.statusBar().showMessage(f"Opened the project {path.name}. {notes}", 10000)
+
+    # -- saving ---------------------------------------------------------------------------------
+
+    def save(self, wait: bool = False) -> bool:
+        """Save the project where it was last saved, or ask where (a picture opened from a PNG
+        becomes ``name.ora`` beside it). ``wait`` saves on this thread (when closing)."""
+        document = self._document()
+        if document is None:
+            return False
+        if document.path is None or document.path.suffix.lower() != PROJECT:
+            return self.save_as_dialog(wait)
+        return self.save_to(document.path, wait)
+
+    def save_as_dialog(self, wait: bool = False) -> bool:
+        document = self._document()
+        if document is None:
+            return False
+        if document.path is not None:
+            start = document.path.with_suffix(PROJECT)
+        else:
+            start = Path(self.settings.value("files/last_dir", str(Path.home()))) / "untitled.ora"
+        path, _ = QFileDialog.getSaveFileName(self, "Save project", str(start), PROJECT_FILTER)
+        if not path:
+            return False
+        return self.save_to(path, wait)
+
+    def save_to(self, path: str | Path, wait: bool = False) -> bool:
+        """Write the project safely (a temporary file, verified, then swapped in; the old one kept
+        as ``name.ora~``), in the background unless ``wait``. True when saved or under way."""
+        path = Path(path)
+        if path.suffix.lower() != PROJECT:
+            path = path.with_suffix(PROJECT)
+        document = self._document()
+        image, mask = document.image.copy(), document.mask.copy()  # cheap, on this thread
+        extra = {"parameters": self.session.parameters}
+        version = document.version
+        self.statusBar().showMessage(f"Saving {path.name} …")
+
+        def saved(_result=None) -> None:
+            self.statusBar().showMessage(f"Saved {path}.", 5000)
+            if document is self._document():
+                document.path = path
+                if version is not None and document.version == version:
+                    document.mark_saved()  # what is on disk is what is on screen
+                    self.autosave_saved()
+                self._update_title()
+            self._remember_recent(path)
+
+        if not wait:
+            run_in_background(
+                lambda: save_project(path, image, mask, extra), saved, self.show_error
+            )
+            return True
+        try:
+            save_project(path, image, mask, extra)
+        except Exception as error:  # noqa: BLE001 - shown, and the close is called off
+            self.show_error(str(error))
+            return False
+        saved()
+        return True
 
     def paste(self) -> None:
         image = QGuiApplication.clipboard().image()
@@ -98,20 +186,17 @@ class FileHandling:
         return True
 
     def export_to(self, path: str | Path) -> None:
-        """Write the picture (with its generation parameters) on a background thread."""
+        """Write the picture (with its generation parameters) on a background thread. The
+        document stays unsaved: an export is a copy for other programs, not the project."""
         path = Path(path)
         if path.suffix.lower() not in FORMATS:
             path = path.with_suffix(".png")
         document = self._document()
         snapshot, parameters = document.image.copy(), self.session.parameters
-        version = document.version
         self.statusBar().showMessage(f"Exporting {path.name} …")
 
         def saved(_result) -> None:
             self.statusBar().showMessage(f"Exported {path}.", 5000)
-            if document is self._document() and version is not None and document.version == version:
-                document.mark_saved()  # what is on disk is what is on screen
-                self._update_title()
             self._remember_recent(path)
 
         run_in_background(lambda: save_image(path, snapshot, parameters), saved, self.show_error)
@@ -166,11 +251,11 @@ class FileHandling:
         answer = QMessageBox.question(
             self,
             "SD Studio",
-            "The picture has changes that are not exported. Export them first?",
+            "The picture has changes that are not saved. Save the project first?",
             QMessageBox.StandardButton.Save
             | QMessageBox.StandardButton.Discard
             | QMessageBox.StandardButton.Cancel,
         )
         if answer == QMessageBox.StandardButton.Save:
-            return self.export_dialog()
+            return self.save(wait=True)
         return answer == QMessageBox.StandardButton.Discard

@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 from sdstudio.core.brush import BrushSettings
 from sdstudio.core.document import Document
 from sdstudio.core.paths import loras_dir
+from sdstudio.qt.autosave import Autosave
 from sdstudio.qt.candidate_strip import CandidateStrip
 from sdstudio.qt.canvas import Canvas, CanvasTool
 from sdstudio.qt.device_menu import build_device_menu, read_overrides
@@ -45,7 +46,7 @@ def _diffusers_engine(models_folder, overrides):
     return DiffusersEngine(PipelineCache(overrides=overrides), models_folder=models_folder)
 
 
-class MainWindow(ModelActions, FileHandling, QMainWindow):
+class MainWindow(ModelActions, FileHandling, Autosave, QMainWindow):
     def __init__(
         self, settings: QSettings | None = None, engine_factory=None, fill_factory=None
     ) -> None:
@@ -135,7 +136,9 @@ class MainWindow(ModelActions, FileHandling, QMainWindow):
         self.recent_menu = file.addMenu("Open &recent")
         self._action(file, "&Paste picture", self.paste, [QKeySequence.StandardKey.Paste])
         self._action(file, "&Copy result", self.copy, [QKeySequence.StandardKey.Copy])
-        self._action(file, "&Export…", self.export_dialog, ["Ctrl+E", "Ctrl+Shift+S"])
+        self._action(file, "&Save project", self.save, [QKeySequence.StandardKey.Save])
+        self._action(file, "Save project &as…", self.save_as_dialog, ["Ctrl+Shift+S"])
+        self._action(file, "&Export picture…", self.export_dialog, ["Ctrl+E"])
         file.addSeparator()
         self._action(file, "&Quit", self.close, [QKeySequence.StandardKey.Quit])
         edit = menus.addMenu("&Edit")
@@ -417,6 +420,7 @@ class MainWindow(ModelActions, FileHandling, QMainWindow):
         if self.download is not None:
             self.download.cancel.set()  # what was fetched stays in the cache for next time
         self.restore_panel.cancel()
+        self.stop_autosave()
         self.save_state()
         self.generation.shutdown()
         self.fill.shutdown()

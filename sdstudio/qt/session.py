@@ -69,6 +69,7 @@ def snap8(value: int) -> int:
 
 class EditorSession(QObject):
     status = Signal(str)  # a message for the status bar
+    accepted = Signal()  # a result went into the document (a moment worth an autosave)
     failed = Signal(str)  # a generation failed: say why and what to do
     progress = Signal(int, int, float)  # step, total, seconds left (-1: unknown)
     running_changed = Signal(bool)
@@ -265,6 +266,7 @@ class EditorSession(QObject):
         self.blank = False
         self.discard_all()
         self.status.emit("Result accepted (Ctrl+Z undoes it).")
+        self.accepted.emit()
         return True
 
     def discard(self) -> None:
