@@ -252,12 +252,18 @@ def save_image(
     _write_atomically(name, target, payload)
 
 
-def _encode(array: np.ndarray, fmt: str, parameters: str | None) -> bytes:
+def _encode(
+    array: np.ndarray, fmt: str, parameters: str | None, png_level: int | None = None
+) -> bytes:
+    """``array`` as ``fmt`` bytes; ``png_level`` 0-9 trades PNG size for speed (None: default)."""
     if array.dtype == np.uint16 and fmt in ("PNG", "TIFF"):
         if array.ndim == 3:
             code = cv2.COLOR_RGB2BGR if array.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
             array = cv2.cvtColor(array, code)
-        ok, encoded = cv2.imencode(".png" if fmt == "PNG" else ".tiff", array)
+        flags = (
+            [] if png_level is None or fmt != "PNG" else [cv2.IMWRITE_PNG_COMPRESSION, png_level]
+        )
+        ok, encoded = cv2.imencode(".png" if fmt == "PNG" else ".tiff", array, flags)
         if not ok:
             raise ValueError("OpenCV refused the 16-bit picture")
         data = encoded.tobytes()
@@ -268,6 +274,8 @@ def _encode(array: np.ndarray, fmt: str, parameters: str | None) -> bytes:
     if fmt == "JPEG" and array.ndim == 3:
         array = array[:, :, :3]  # JPEG has no alpha
     options: dict[str, object] = {}
+    if fmt == "PNG" and png_level is not None:
+        options["compress_level"] = png_level
     if fmt == "PNG" and parameters is not None:
         info = PngInfo()
         info.add_text(PARAMETERS_KEY, parameters)  # tEXt, or iTXt when not Latin-1

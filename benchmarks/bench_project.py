@@ -1,0 +1,127 @@
+"""Project files and autosave: save and open times of a large project, the GUI-thread pause an
+autosave causes, and the peak memory of opening a very large picture.
+
+- Save / open: a 24-megapixel RGB photo-like picture (smooth shading plus grain, so PNG has real
+  work to do) with a mask, as ``.ora`` through ``sdstudio.core.project`` (save = encode, write,
+  read back and verify, replace; open = read and decode). Beside it, for scale, a plain PNG
+  export and load of the same picture.
+- Autosave pause: what the GUI thread does for an autosave is copy the picture and mask (the
+  write runs on a worker); timed here on the same 24 MP document.
+- Peak memory: a child process opens an N-megapixel PNG with ``load_image``; its peak resident
+  memory minus what it held before, over the decoded array's size (Linux: /proc/self/status).
+
+    python benchmarks/bench_project.py [--megapixels 24] [--huge 80,100]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from sdstudio.core.imageio import load_image, save_image
+from sdstudio.core.project import load_project, save_project
+
+
+def photo_like(megapixels: float, seed: int = 0) -> np.ndarray:
+    width = int((megapixels * 1e6 * 1.5) ** 0.5)
+    height = int(megapixels * 1e6 / width)
+    rng = np.random.default_rng(seed)
+    small = rng.integers(0, 256, (max(2, height // 64), max(2, width // 64), 3), dtype=np.uint8)
+    image = cv2.resize(small, (width, height), interpolation=cv2.INTER_CUBIC)
+    grain = rng.integers(-6, 7, (height, width, 1), dtype=np.int16)
+    return np.clip(image.astype(np.int16) + grain, 0, 255).astype(np.uint8)
+
+
+def timed(function, repeats: int = 3) -> float:
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+PEAK = textwrap.dedent(
+    """
+    import sys
+    from sdstudio.core.imageio import load_image
+
+    def kib(key):  # this process's own figures (ru_maxrss would include the parent's, on Linux)
+        for line in open("/proc/self/status"):
+            if line.startswith(key):
+                return int(line.split()[1])
+
+    before = kib("VmRSS:")
+    try:
+        array = load_image(sys.argv[1])
+        print("opened", array.nbytes, kib("VmHWM:") - before)
+    except Exception as error:
+        print("refused", 0, kib("VmHWM:") - before, error)
+    """
+)
+
+
+def peak_memory(megapixels: float, folder: Path) -> str:
+    path = folder / f"huge-{megapixels:g}.png"
+    cv2.imwrite(str(path), photo_like(megapixels, seed=1), [cv2.IMWRITE_PNG_COMPRESSION, 1])
+    out = subprocess.run(
+        [sys.executable, "-c", PEAK, str(path)], capture_output=True, text=True, check=True
+    ).stdout.strip().splitlines()[-1].split(maxsplit=3)
+    status, nbytes, peak_kib = out[0], int(out[1]), int(out[2])
+    path.unlink()
+    if status == "refused":
+        return (
+            f"{megapixels:g} MP: refused ({out[3].strip()[:90]}...), "
+            f"peak +{peak_kib / 1024:.0f} MiB"
+        )
+    return (
+        f"{megapixels:g} MP: opened, array {nbytes / 2**20:.0f} MiB, peak +{peak_kib / 1024:.0f} "
+        f"MiB = {peak_kib * 1024 / nbytes:.2f}x the array"
+    )
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--megapixels", type=float, default=24.0)
+    parser.add_argument("--huge", default="80,100")
+    args = parser.parse_args()
+    image = photo_like(args.megapixels)
+    mask = np.zeros(image.shape[:2], np.uint8)
+    mask[: image.shape[0] // 3, : image.shape[1] // 4] = 255
+    print(f"picture {image.shape[1]}x{image.shape[0]} ({image.size / 3e6:.1f} MP) RGB + mask")
+    with tempfile.TemporaryDirectory() as folder:
+        folder = Path(folder)
+        project, png = folder / "work.ora", folder / "work.png"
+        extra = {"parameters": "a test", "seed": 1}
+        save_s = timed(lambda: save_project(project, image, mask, extra))
+        open_s = timed(lambda: load_project(project))
+        export_s = timed(lambda: save_image(png, image))
+        load_s = timed(lambda: load_image(png))
+        size = project.stat().st_size / 2**20
+        print(
+            f"save .ora  {save_s:6.2f} s  ({size:.0f} MiB; {save_s / export_s:.2f}x a PNG export)"
+        )
+        print(f"open .ora  {open_s:6.2f} s  ({open_s / load_s:.2f}x a PNG load)")
+        print(f"PNG export {export_s:6.2f} s, PNG load {load_s:6.2f} s")
+
+        def snapshot() -> None:
+            image.copy(), mask.copy()
+
+        pause = timed(snapshot, repeats=7)
+        print(f"autosave GUI-thread pause (copy of picture and mask): {pause * 1000:.1f} ms")
+        for megapixels in (float(m) for m in args.huge.split(",") if m):
+            print("peak memory:", peak_memory(megapixels, folder))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
