@@ -141,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="model seed (default: random)")
     p.add_argument("--models-dir", type=Path, help=argparse.SUPPRESS)
 
-    p = commands.add_parser("info", help="print the generation parameters stored in an image")
+    p = commands.add_parser(
+        "info",
+        help="print how an image was made: AUTOMATIC1111/SD Studio parameters, ComfyUI or InvokeAI",
+    )
     p.add_argument("image", type=Path)
     return parser
 
@@ -382,13 +385,20 @@ def _restore(args: argparse.Namespace) -> int:
 
 
 def _info(args: argparse.Namespace) -> int:
-    from sdstudio.core.imageio import read_parameters
+    from sdstudio.core.imageio import read_texts
+    from sdstudio.core.provenance import read_provenance
 
-    text = read_parameters(args.image)
-    if not text:
+    texts = read_texts(args.image)
+    if texts.get("parameters"):  # AUTOMATIC1111's own text, as written
+        print(texts["parameters"])
+        return 0
+    found = read_provenance(texts)
+    if found is None:
         print(f"'{args.image}' holds no generation parameters.", file=sys.stderr)
         return 1
-    print(text)
+    print(f"Made with {found.generator}")
+    for key, value in found.settings.items():
+        print(f"{key.replace('_', ' ').capitalize()}: {value}")
     return 0
 
 

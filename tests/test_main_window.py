@@ -486,3 +486,45 @@ def test_a_discarded_recovery_is_not_offered_again(qtbot, make_window, tmp_path,
     window.ask_recovery = lambda _orphan: QMessageBox.StandardButton.Discard
     assert window.offer_recovery(folder) is None and orphans(folder) == []
     assert window.session.document is None
+
+
+def test_a_picture_from_another_tool_offers_its_settings(qtbot, make_window, tmp_path, photo):
+    import json
+
+    from PIL import Image
+    from PIL.PngImagePlugin import PngInfo
+
+    graph = {
+        "3": {
+            "class_type": "KSampler",
+            "inputs": {
+                "seed": 77,
+                "steps": 28,
+                "cfg": 5.5,
+                "sampler_name": "euler_ancestral",
+                "scheduler": "normal",
+                "denoise": 1.0,
+                "positive": ["6", 0],
+                "negative": ["7", 0],
+            },
+        },
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "a red kite over dunes"}},
+        "7": {"class_type": "CLIPTextEncode", "inputs": {"text": "people"}},
+    }
+    info = PngInfo()
+    info.add_text("prompt", json.dumps(graph))
+    path = tmp_path / "comfy.png"
+    Image.fromarray(photo).save(path, pnginfo=info)
+    window = make_window()
+    window.open_path(path)
+    qtbot.waitUntil(lambda: window.provenance is not None, timeout=5000)
+    assert "ComfyUI" in window.statusBar().currentMessage()
+    window.use_provenance()
+    settings = window.panel.settings()
+    assert settings["prompt"] == "a red kite over dunes"
+    assert settings["negative_prompt"] == "people"
+    assert (settings["steps"], settings["guidance"], settings["seed"]) == (28, 5.5, 77)
+    assert settings["scheduler"].value == "Euler a"
+    window.set_document(Document.blank(64, 64))  # a new picture forgets it
+    window.use_provenance()
+    assert "no generation settings" in window.statusBar().currentMessage()

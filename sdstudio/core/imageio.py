@@ -61,6 +61,30 @@ def read_parameters(path: str | os.PathLike[str]) -> str | None:
     return _with_image(os.fspath(path), lambda im, data: _parameters_of(im))
 
 
+def read_texts(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The text metadata a picture carries: a PNG's text chunks by key; for JPEG and WebP the
+    EXIF UserComment as "parameters" (where AUTOMATIC1111 puts it). For ``core.provenance``."""
+    return _with_image(os.fspath(path), lambda im, data: _texts_of(im))
+
+
+_PROVENANCE_KEYS = ("parameters", "prompt", "workflow", "invokeai_metadata", "sd-metadata")
+
+
+def _texts_of(im: Image.Image) -> dict[str, str]:
+    if im.format != "PNG":
+        parameters = _parameters_of(im)
+        return {PARAMETERS_KEY: parameters} if parameters else {}
+    sources = [im.info]
+    if not any(key in im.info for key in _PROVENANCE_KEYS):
+        sources.append(getattr(im, "text", {}))  # chunks after the image data (decodes it)
+    texts: dict[str, str] = {}
+    for source in sources:
+        for key, value in source.items():
+            if isinstance(key, str) and isinstance(value, str):
+                texts.setdefault(key, value)
+    return texts
+
+
 def _with_image(name: str, use: Callable[[Image.Image, bytes], _T]) -> _T:
     data = _read_bytes(name)
     try:

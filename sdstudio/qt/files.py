@@ -16,8 +16,10 @@ from PySide6.QtGui import QGuiApplication, QImage
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from sdstudio.core.document import Document
-from sdstudio.core.imageio import FORMATS, load_image, save_image
+from sdstudio.core.errors import SDStudioError
+from sdstudio.core.imageio import FORMATS, load_image, read_texts, save_image
 from sdstudio.core.project import load_project, save_project
+from sdstudio.core.provenance import Provenance, read_provenance
 from sdstudio.qt.session import qimage_of
 from sdstudio.qt.tasks import run_in_background
 
@@ -45,6 +47,9 @@ def array_from_qimage(image: QImage) -> np.ndarray:
 class FileHandling:
     """Mixed into MainWindow (which provides session, settings, set_document, statusBar)."""
 
+    provenance: Provenance | None = None
+    """How the open picture was made, when its file says so (shown on opening)."""
+
     def new_canvas(self) -> None:
         if not self.confirm_discard():
             return
@@ -71,27 +76,57 @@ class FileHandling:
             )
             return
 
-        def opened(image: np.ndarray) -> None:
-            self.set_document(Document(image, path=path))
-            self._remember_recent(path)
-            self.statusBar().showMessage(
-                f"Opened {path.name} ({image.shape[1]}x{image.shape[0]}). Erase what should "
-                "change (E), then Generate (Ctrl+Enter) or Remove (Delete).",
-                10000,
-            )
+        def read() -> tuple[np.ndarray, Provenance | None]:
+            image = load_image(path)
+            try:
+                return image, read_provenance(read_texts(path))
+            except SDStudioError:
+                return image, None
 
-        run_in_background(lambda: load_image(path), opened, self.show_error)
+        def opened(result: tuple[np.ndarray, Provenance | None]) -> None:
+            image, found = result
+            self.set_document(Document(image, path=path))
+            self.provenance = found
+            self._remember_recent(path)
+            size = f"{image.shape[1]}x{image.shape[0]}"
+            if found is not None:
+                message = (
+                    f"Opened {path.name} ({size}), {found.summary()}. Generate > Use the "
+                    "picture's settings (Ctrl+Shift+U) puts them in the panel."
+                )
+            else:
+                message = (
+                    f"Opened {path.name} ({size}). Erase what should change (E), then "
+                    "Generate (Ctrl+Enter) or Remove (Delete)."
+                )
+            self.statusBar().showMessage(message, 15000)
+
+        run_in_background(read, opened, self.show_error)
 
     def _opened_project(self, path: Path, project) -> None:
         document = Document(project.image, path=path)
         document.mask[...] = project.mask
         self.set_document(document)
         self.session.parameters = project.extra.get("parameters")
+        if isinstance(self.session.parameters, str):
+            self.provenance = read_provenance({"parameters": self.session.parameters})
         document.mark_saved()
         self._update_title()
         self._remember_recent(path)
         notes = " ".join(project.notes)
         self.statusBar().showMessage(f"Opened the project {path.name}. {notes}", 10000)
+
+    def use_provenance(self) -> None:
+        """Put the settings the picture was made with (as read on opening) in the panel."""
+        found = getattr(self, "provenance", None)
+        if found is None:
+            self.statusBar().showMessage("This picture carries no generation settings.", 5000)
+            return
+        skipped = self.panel.apply(found.settings)
+        message = f"The panel now holds the settings of the picture, {found.summary()}."
+        if skipped:
+            message += f" Kept as they were (not usable here): {', '.join(skipped)}."
+        self.statusBar().showMessage(message, 10000)
 
     # -- saving ---------------------------------------------------------------------------------
 

@@ -219,6 +219,7 @@ class MainWindow(ModelActions, FileHandling, Autosave, QMainWindow):
         build_fill_menu(self, generate)
         generate.addSeparator()
         self._action(generate, "&Accept result", self.session.accept, ["Return", "Enter"])
+        self._action(generate, "&Use the picture's settings", self.use_provenance, ["Ctrl+Shift+U"])
         self._action(
             generate, "&Previous result", lambda: self.session.step_candidate(-1), ["Left"]
         )
@@ -378,6 +379,7 @@ class MainWindow(ModelActions, FileHandling, Autosave, QMainWindow):
         self.setWindowTitle(f"{'*' if document.modified else ''}{name} — SD Studio")
 
     def set_document(self, document: Document, blank: bool = False) -> None:
+        self.provenance = None  # how the picture was made, when its file says (files.py)
         self.session.set_document(document, blank=blank)
         document.add_listener(lambda _box: self._update_title())
         self._update_mode()
