@@ -438,6 +438,10 @@ def test_autosave_after_an_accepted_result_and_never_over_the_persons_file(
     np.testing.assert_array_equal(snapshot.image, document.image)
     assert snapshot.extra["parameters"] == window.session.parameters
     assert (tmp_path / "photo.png").read_bytes() == original
+    assert not window.autosave_now()  # nothing new since: not written again
+    document.set_mask(edge_mask)
+    assert window.autosave_now()
+    qtbot.waitUntil(lambda: not window._autosave_busy)
     assert orphans(tmp_path / "recovery") == []  # this editor is alive
     window.stop_autosave()
     assert list((tmp_path / "recovery").iterdir()) == []
@@ -465,6 +469,7 @@ def test_start_up_offers_what_a_crashed_editor_kept(qtbot, make_window, tmp_path
     np.testing.assert_array_equal(document.image, photo)
     np.testing.assert_array_equal(document.mask, mask)
     assert document.modified and window.session.parameters == "Steps: 20"
+    assert document.path == tmp_path / "trip.ora"  # Ctrl+S puts it back where it belongs
     assert "trip.ora" in asked[0].describe()
     qtbot.waitUntil(lambda: orphans(folder) == [], timeout=5000)  # kept by this editor now
     assert window.recovery.snapshot_path.exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from pathlib import Path
 
 from PySide6.QtCore import QTimer
@@ -36,6 +37,7 @@ class Autosave:
         """Autosave into ``recovery`` from now on (the window closes it on a normal exit)."""
         self.recovery = recovery
         self._autosave_busy = False
+        self._autosaved: tuple[weakref.ref, object] | None = None  # (document, version) written
         self._autosave_timer = QTimer(self)
         self._autosave_timer.timeout.connect(self.autosave_now)
         try:
@@ -52,18 +54,22 @@ class Autosave:
         document: Document | None = self.session.document
         if self.recovery is None or document is None or self._autosave_busy:
             return False
-        if not document.modified:
-            return False
+        last = self._autosaved
+        if not document.modified or (
+            last and last[0]() is document and last[1] == document.version
+        ):
+            return False  # nothing new since the last save or autosave
         start = time.perf_counter()
         image, mask = document.image.copy(), document.mask.copy()
         extra = {"parameters": self.session.parameters}
         source = document.path
         self.autosave_pause = time.perf_counter() - start
         self._autosave_busy = True
-        recovery = self.recovery
+        recovery, written = self.recovery, (weakref.ref(document), document.version)
 
         def done(_result=None) -> None:
             self._autosave_busy = False
+            self._autosaved = written
 
         def failed(message: str) -> None:
             self._autosave_busy = False
@@ -106,18 +112,25 @@ class Autosave:
         return None
 
     def ask_recovery(self, orphan: Orphan) -> QMessageBox.StandardButton:
-        """Open (restore), Discard, or Ignore (ask again next time). Tests replace this."""
-        return QMessageBox.question(
-            self,
+        """Open (shown as Restore), Discard, or Ignore (shown as Later: ask again next time).
+        Tests replace this."""
+        box = QMessageBox(
+            QMessageBox.Icon.Question,
             "SD Studio",
             f"SD Studio did not close normally. Restore the work it kept: {orphan.describe()}?",
             QMessageBox.StandardButton.Open
             | QMessageBox.StandardButton.Discard
             | QMessageBox.StandardButton.Ignore,
+            self,
         )
+        box.button(QMessageBox.StandardButton.Open).setText("Restore")
+        box.button(QMessageBox.StandardButton.Ignore).setText("Later")
+        box.setDefaultButton(QMessageBox.StandardButton.Open)
+        box.exec()
+        return box.standardButton(box.clickedButton())
 
     def _restored(self, orphan: Orphan, project) -> None:
-        document = Document(project.image)
+        document = Document(project.image, path=orphan_source(orphan))
         document.mask[...] = project.mask
         self.set_document(document)
         self.session.parameters = project.extra.get("parameters")
