@@ -1,0 +1,249 @@
+"""A hostile and odd set of files: none may crash the CLI or the editor, or run anything.
+
+Each file either opens (odd but valid pictures: CMYK, palette, 16-bit, animated, ICC-tagged,
+rotated) or gives a clear one-line error (garbage, truncated, wrong extension, decompression
+bombs, zip bombs and ``../`` paths in projects). The loaders are also fuzzed with seeded byte
+flips and truncations for a bounded time.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import struct
+import time
+import zipfile
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from sdstudio.cli import main
+from sdstudio.core.errors import SDStudioError
+from sdstudio.core.imageio import load_image, save_image
+from sdstudio.core.project import load_project, save_project
+
+W, H = 64, 48
+
+
+def pixels(seed=0):
+    return np.random.default_rng(seed).integers(0, 256, (H, W, 3), dtype=np.uint8)
+
+
+def png_chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims ``width`` x ``height`` with a few bytes of data (a bomb)."""
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    rows = zlib.compress(b"\0" * 1024)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + png_chunk(b"IHDR", header)
+        + png_chunk(b"IDAT", rows)
+        + png_chunk(b"IEND", b"")
+    )
+
+
+def ora_with(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr(zipfile.ZipInfo("mimetype"), b"image/openraster")
+        for name, data in members.items():
+            archive.writestr(zipfile.ZipInfo(name), data, zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
+
+
+def build(folder):
+    """name -> True when the file must open, False when it must be refused clearly."""
+    good, bad = {}, {}
+    image = pixels()
+    Image.fromarray(image).convert("CMYK").save(folder / "cmyk.jpg")
+    Image.fromarray(image).convert("P").save(folder / "palette.png")
+    frames = [Image.fromarray(image), Image.fromarray(255 - image)]
+    frames[0].save(folder / "animated.gif", save_all=True, append_images=frames[1:])
+    frames[0].save(folder / "animated.webp", save_all=True, append_images=frames[1:])
+    save_image(folder / "deep.png", (image.astype(np.uint16) * 257))
+    from PIL import ImageCms
+
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(image).save(folder / "icc.png", icc_profile=srgb)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotated 90 degrees
+    Image.fromarray(image).save(folder / "rotated.jpg", exif=exif)
+    save_project(folder / "project.ora", image)
+    good.update(
+        dict.fromkeys(
+            [
+                "cmyk.jpg",
+                "palette.png",
+                "animated.gif",
+                "animated.webp",
+                "deep.png",
+                "icc.png",
+                "rotated.jpg",
+                "project.ora",
+            ],
+            True,
+        )
+    )
+
+    (folder / "garbage.png").write_bytes(np.random.default_rng(1).bytes(5000))
+    (folder / "empty.png").write_bytes(b"")
+    valid = io.BytesIO()
+    Image.fromarray(image).save(valid, "PNG")
+    (folder / "truncated.png").write_bytes(valid.getvalue()[: len(valid.getvalue()) // 2])
+    (folder / "png-named.jpg").write_bytes(valid.getvalue())  # wrong extension: still opens
+    good["png-named.jpg"] = True
+    (folder / "bomb.png").write_bytes(png_claiming(200_000, 200_000))
+    (folder / "text.jpg").write_text("<html>not a picture</html>")
+    (folder / "picture-named.ora").write_bytes(valid.getvalue())
+    (folder / "garbage.ora").write_bytes(b"PK\x03\x04" + b"\0" * 100)
+    (folder / "escape.ora").write_bytes(
+        ora_with({"stack.xml": b"<image w='1' h='1'><stack/></image>", "../evil.png": b"x"})
+    )
+    (folder / "zipbomb.ora").write_bytes(ora_with({"stack.xml": b" " * (300 * 2**20)}))
+    (folder / "entities.ora").write_bytes(
+        ora_with({"stack.xml": b'<!DOCTYPE x [<!ENTITY a "aaaa">]><image w="1" h="1"/>'})
+    )
+    (folder / "layer-bomb.ora").write_bytes(
+        ora_with(
+            {
+                "stack.xml": b'<image w="200000" h="200000"><stack><layer name="Picture" '
+                b'src="data/picture.png" x="0" y="0"/></stack></image>',
+                "data/picture.png": png_claiming(200_000, 200_000),
+            }
+        )
+    )
+    (folder / "folder.png").mkdir()
+    bad.update(
+        dict.fromkeys(
+            [
+                "garbage.png",
+                "empty.png",
+                "truncated.png",
+                "bomb.png",
+                "text.jpg",
+                "picture-named.ora",
+                "garbage.ora",
+                "escape.ora",
+                "zipbomb.ora",
+                "entities.ora",
+                "layer-bomb.ora",
+                "folder.png",
+                "missing.png",
+            ],
+            False,
+        )
+    )
+    return {**good, **bad}
+
+
+@pytest.fixture(scope="module")
+def hostile(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("hostile")
+    return folder, build(folder)
+
+
+def open_any(path):
+    return load_project(path).image if path.suffix == ".ora" else load_image(path)
+
+
+def test_each_file_opens_or_gives_a_clear_error(hostile):
+    folder, expected = hostile
+    for name, opens in expected.items():
+        path = folder / name
+        if opens:
+            array = open_any(path)
+            assert array.ndim in (2, 3) and array.shape[0] > 0, name
+        else:
+            with pytest.raises(SDStudioError) as caught:
+                open_any(path)
+            message = str(caught.value)
+            assert name in message and "\n" not in message.strip(), (name, message)
+
+
+def test_the_cli_never_crashes_on_them(hostile, tmp_path, capsys):
+    folder, expected = hostile
+    mask = tmp_path / "mask.png"
+    save_image(mask, np.full((H, W), 255, np.uint8))
+    for name in expected:
+        path = folder / name
+        assert main(["info", str(path)]) in (0, 1), name
+        code = main(["remove", str(path), "--mask", str(mask), "-o", str(tmp_path / "out.png")])
+        err = capsys.readouterr().err
+        assert code in (0, 1, 2), name
+        assert "Traceback" not in err, (name, err)
+
+
+def test_the_editor_never_crashes_on_them(hostile, qtbot, tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from sdstudio.engine.fake import FakeEngine
+    from sdstudio.qt.main_window import MainWindow
+
+    folder, expected = hostile
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(settings=settings, engine_factory=lambda: FakeEngine(steps=2))
+    window.confirm_discard = lambda: True
+    qtbot.addWidget(window)
+    try:
+        for name, opens in expected.items():
+            window.error_box = None
+            before = window.session.document
+            window.open_path(folder / name)
+            if opens:
+                qtbot.waitUntil(lambda b=before: window.session.document is not b, timeout=10000)
+            else:
+                qtbot.waitUntil(lambda: window.error_box is not None, timeout=10000)
+                assert name in window.error_box.text()
+    finally:
+        window.generation.shutdown()
+        window.fill.shutdown()
+
+
+@pytest.mark.parametrize("kind", ["png", "jpg", "webp", "ora"])
+def test_fuzzed_files_open_or_fail_clearly(tmp_path, kind):
+    """Seeded flips and truncations of a valid file, for at most a few seconds each kind."""
+    path = tmp_path / f"fuzz.{kind}"
+    if kind == "ora":
+        save_project(path, pixels(), None, {"parameters": "x"})
+    else:
+        save_image(path, pixels(), "a cat\nSteps: 20, Sampler: Euler a, CFG scale: 7, Seed: 1")
+    original = path.read_bytes()
+    rng = np.random.default_rng(7)
+    deadline = time.monotonic() + 4.0
+    tried = 0
+    while tried < 200 and time.monotonic() < deadline:
+        data = bytearray(original)
+        if rng.random() < 0.3:
+            data = data[: int(rng.integers(0, len(data)))]
+        else:
+            for _ in range(int(rng.integers(1, 8))):
+                data[int(rng.integers(0, len(data)))] = int(rng.integers(0, 256))
+        path.write_bytes(bytes(data))
+        with contextlib.suppress(SDStudioError):
+            open_any(path)
+        assert main(["info", str(path)]) in (0, 1)
+        tried += 1
+    assert tried >= 20
+
+
+def test_hostile_metadata_in_a_picture_is_only_text(tmp_path):
+    from PIL.PngImagePlugin import PngInfo
+
+    from sdstudio.core.imageio import read_texts
+    from sdstudio.core.provenance import read_provenance
+
+    info = PngInfo()
+    info.add_text(
+        "prompt", json.dumps({"1": {"class_type": "KSampler", "inputs": {"seed": 1e308}}})
+    )
+    info.add_text("parameters", "__import__('os').system('echo pwned')\nSteps: x, Seed: y, A: b")
+    path = tmp_path / "meta.png"
+    Image.fromarray(pixels()).save(path, pnginfo=info)
+    found = read_provenance(read_texts(path))
+    assert found is not None and found.settings.get("prompt", "").startswith("__import__")
