@@ -165,10 +165,15 @@ def _check_output(args: argparse.Namespace) -> None:
 
 
 def _load_inputs(args: argparse.Namespace):
-    from sdstudio.core.imageio import load_image
+    from sdstudio.core.imageio import load_image, load_picture
     from sdstudio.core.mask import mask_from_image
 
-    image = load_image(args.image) if getattr(args, "image", None) else None
+    image = None
+    if getattr(args, "image", None):
+        picture = load_picture(args.image)
+        image = picture.array
+        for note in picture.notes:  # the picture is not quite what the file held: say so
+            print(f"Note: '{args.image}': {note}.", file=sys.stderr)
     mask = None
     if getattr(args, "mask", None) is not None:
         mask = mask_from_image(load_image(args.mask))

@@ -247,3 +247,48 @@ def test_hostile_metadata_in_a_picture_is_only_text(tmp_path):
     Image.fromarray(pixels()).save(path, pnginfo=info)
     found = read_provenance(read_texts(path))
     assert found is not None and found.settings.get("prompt", "").startswith("__import__")
+
+
+def test_odd_pictures_say_what_was_changed_to_open_them(hostile, tmp_path, capsys):
+    from sdstudio.core.imageio import load_picture
+
+    folder, _ = hostile
+    assert "only the first is opened" in load_picture(folder / "animated.gif").notes[0]
+    assert "CMYK" in load_picture(folder / "cmyk.jpg").notes[0]
+    assert load_picture(folder / "icc.png").notes == ()  # sRGB already: nothing to say
+    mask = tmp_path / "mask.png"
+    hole = np.zeros((H, W), np.uint8)
+    hole[10:30, 20:40] = 255
+    save_image(mask, hole)
+    out = tmp_path / "out.png"
+    assert main(["remove", str(folder / "animated.webp"), "--mask", str(mask), "-o", str(out)]) == 0
+    assert "only the first is opened" in capsys.readouterr().err
+
+
+def test_a_broken_colour_profile_is_said_and_the_pixels_kept(tmp_path):
+    from sdstudio.core.imageio import load_picture
+
+    Image.fromarray(pixels()).save(tmp_path / "odd.png", icc_profile=b"not a profile" * 20)
+    picture = load_picture(tmp_path / "odd.png")
+    np.testing.assert_array_equal(picture.array, pixels())
+    assert "could not be read" in picture.notes[0]
+
+
+ADOBE_RGB = "/usr/share/color/icc/ghostscript/a98.icc"
+
+
+def test_a_wide_gamut_picture_is_converted_to_srgb(tmp_path):
+    """Adobe RGB (from Ghostscript's profiles, where the machine has them): a saturated orange
+    comes out more saturated in sRGB, as colour-managed viewers show it."""
+    import os
+
+    from sdstudio.core.imageio import load_picture
+
+    if not os.path.exists(ADOBE_RGB):
+        pytest.skip("no Adobe RGB profile on this machine")
+    orange = np.full((8, 8, 3), (200, 120, 40), np.uint8)
+    with open(ADOBE_RGB, "rb") as profile:
+        Image.fromarray(orange).save(tmp_path / "a98.png", icc_profile=profile.read())
+    picture = load_picture(tmp_path / "a98.png")
+    red, _, blue = picture.array[0, 0].astype(int)
+    assert red > 210 and blue < 35 and "to sRGB" in picture.notes[0]

@@ -18,6 +18,7 @@ import tempfile
 import warnings
 import zlib
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -51,9 +52,23 @@ _T = TypeVar("_T")
 
 
 # ----------------------------------------------------------------------------------- loading
+@dataclass(frozen=True, eq=False)
+class Picture:
+    array: np.ndarray
+    notes: tuple[str, ...] = ()
+    """What was changed on the way in, to tell the person: "only the first of 12 frames",
+    "converted from its colour profile 'Adobe RGB (1998)' to sRGB" ..."""
+
+
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
-    """Read a picture: H x W, H x W x 3 or H x W x 4; uint8 or uint16; upright; C-contiguous."""
-    return _with_image(os.fspath(path), _decode)
+    """Read a picture: H x W, H x W x 3 or H x W x 4; uint8 or uint16; upright; C-contiguous;
+    in sRGB when it carried another colour profile (8-bit pictures)."""
+    return load_picture(path).array
+
+
+def load_picture(path: str | os.PathLike[str]) -> Picture:
+    """``load_image`` plus the notes on what was changed to open it."""
+    return _with_image(os.fspath(path), _decode_noting)
 
 
 def read_parameters(path: str | os.PathLike[str]) -> str | None:
@@ -137,6 +152,15 @@ def _bomb_message(name: str, data: bytes, exc: Exception) -> str:
 
 
 def _decode(im: Image.Image, data: bytes) -> np.ndarray:
+    return _decode_noting(im, data).array
+
+
+def _decode_noting(im: Image.Image, data: bytes) -> Picture:
+    notes = []
+    frames = getattr(im, "n_frames", 1)
+    if frames > 1:
+        notes.append(f"it has {frames} frames; only the first is opened")
+    profile = im.info.get("icc_profile")
     array = _decode_deep_colour(im, data) if _is_deep_colour(im, data) else None
     if array is None:
         im.load()  # decoding errors surface here, not inside exif_transpose
@@ -145,9 +169,50 @@ def _decode(im: Image.Image, data: bytes) -> np.ndarray:
         except Exception:  # a broken EXIF block: keep the pixels as stored
             log.warning("Ignoring unreadable EXIF orientation", exc_info=True)
             upright = im
+        if profile:
+            upright = _to_srgb(upright, profile, notes)
+        elif im.mode == "CMYK":
+            notes.append("its CMYK (print) colours were converted to RGB without a profile")
         array = _to_array(upright)
+    elif profile and _profile_name(profile) and not _is_srgb(profile):
+        notes.append(f"its colour profile '{_profile_name(profile)}' is not applied (16-bit)")
     array = np.ascontiguousarray(array)
-    return array if array.flags.writeable else array.copy()
+    return Picture(array if array.flags.writeable else array.copy(), tuple(notes))
+
+
+def _profile_name(profile: bytes) -> str:
+    from PIL import ImageCms
+
+    try:
+        return ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(profile))).strip()
+    except Exception:  # noqa: BLE001 - an unreadable profile has no name
+        return ""
+
+
+def _is_srgb(profile: bytes) -> bool:
+    return "srgb" in _profile_name(profile).lower().replace(" ", "")
+
+
+def _to_srgb(im: Image.Image, profile: bytes, notes: list[str]) -> Image.Image:
+    """``im`` converted from its embedded colour profile to sRGB (8-bit RGB, RGBA, CMYK, L)."""
+    from PIL import ImageCms
+
+    name = _profile_name(profile)
+    if _is_srgb(profile):
+        return im
+    if im.mode not in ("RGB", "RGBA", "CMYK", "L"):
+        notes.append(f"its colour profile '{name or 'unnamed'}' is not applied ({im.mode} pixels)")
+        return im
+    try:
+        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        srgb = ImageCms.createProfile("sRGB")
+        mode = {"RGBA": "RGBA", "L": "L"}.get(im.mode, "RGB")
+        converted = ImageCms.profileToProfile(im, source, srgb, outputMode=mode)
+    except Exception:  # noqa: BLE001 - a broken profile: the pixels as stored
+        notes.append("its colour profile could not be read; its colours are shown as stored")
+        return im.convert("RGB") if im.mode == "CMYK" else im
+    notes.append(f"converted from its colour profile '{name or 'unnamed'}' to sRGB")
+    return converted
 
 
 def _to_array(im: Image.Image) -> np.ndarray:

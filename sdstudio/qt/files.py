@@ -17,7 +17,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from sdstudio.core.document import Document
 from sdstudio.core.errors import SDStudioError
-from sdstudio.core.imageio import FORMATS, load_image, read_texts, save_image
+from sdstudio.core.imageio import FORMATS, Picture, load_picture, read_texts, save_image
 from sdstudio.core.project import load_project, save_project
 from sdstudio.core.provenance import Provenance, read_provenance
 from sdstudio.qt.session import qimage_of
@@ -76,19 +76,22 @@ class FileHandling:
             )
             return
 
-        def read() -> tuple[np.ndarray, Provenance | None]:
-            image = load_image(path)
+        def read() -> tuple[Picture, Provenance | None]:
+            picture = load_picture(path)
             try:
-                return image, read_provenance(read_texts(path))
+                return picture, read_provenance(read_texts(path))
             except SDStudioError:
-                return image, None
+                return picture, None
 
-        def opened(result: tuple[np.ndarray, Provenance | None]) -> None:
-            image, found = result
+        def opened(result: tuple[Picture, Provenance | None]) -> None:
+            picture, found = result
+            image = picture.array
             self.set_document(Document(image, path=path))
             self.provenance = found
             self._remember_recent(path)
             size = f"{image.shape[1]}x{image.shape[0]}"
+            if picture.notes:  # said plainly: the picture is not quite what the file held
+                size += "; " + "; ".join(picture.notes)
             if found is not None:
                 message = (
                     f"Opened {path.name} ({size}), {found.summary()}. Generate > Use the "
