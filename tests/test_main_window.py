@@ -533,3 +533,31 @@ def test_a_picture_from_another_tool_offers_its_settings(qtbot, make_window, tmp
     window.set_document(Document.blank(64, 64))  # a new picture forgets it
     window.use_provenance()
     assert "no generation settings" in window.statusBar().currentMessage()
+
+
+def test_undo_and_results_stay_within_their_memory_budgets(
+    qtbot, make_window, tmp_path, photo, edge_mask
+):
+    from sdstudio.core.region import Box
+
+    (tmp_path / "settings0.ini").write_text("[memory]\nundo_mib=16\nresults_mib=16\n")
+    window = make_window()
+    assert window.session.candidate_budget == 16 * 2**20
+    document = Document(np.zeros((1500, 2000, 3), np.uint8))  # 9 MB a full change
+    window.set_document(document)
+    assert document.history.budget_bytes == 16 * 2**20
+    for value in (10, 20, 30):
+        document.apply_patch(Box(0, 0, 2000, 1500), np.full((1500, 2000, 3), value, np.uint8))
+    assert document.history.dropped >= 1 and document.history.can_undo
+    assert "undo step(s) were dropped" in window.statusBar().currentMessage()
+
+    document = open_photo(qtbot, window, tmp_path, photo)
+    window.session.candidate_budget = 1  # every new result pushes the older ones out
+    messages = []
+    window.session.status.connect(messages.append)
+    for _ in range(2):
+        document.set_mask(edge_mask)
+        window.session.remove()
+        qtbot.waitUntil(lambda: not window.session.running, timeout=5000)
+    assert len(window.session.candidates) == 1
+    assert any("were dropped to keep the results within" in m for m in messages)

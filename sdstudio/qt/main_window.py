@@ -26,6 +26,7 @@ from sdstudio.qt.device_menu import build_device_menu, read_overrides
 from sdstudio.qt.files import FileHandling
 from sdstudio.qt.fill_menu import build_fill_menu, fill_engine_factory, read_fill_method
 from sdstudio.qt.lora_panel import LoraPanel
+from sdstudio.qt.memory import RESULTS_KEY, RESULTS_MIB, UNDO_KEY, UNDO_MIB, memory_budget
 from sdstudio.qt.model_actions import ModelActions
 from sdstudio.qt.model_library import models_folder
 from sdstudio.qt.panel import GenerationPanel
@@ -73,6 +74,7 @@ class MainWindow(ModelActions, FileHandling, Autosave, QMainWindow):
         self.fill_method = read_fill_method(self.settings)
         self.fill = GenerationWorker(fill_factory or fill_engine_factory(lambda: self.fill_method))
         self.session = EditorSession(self.canvas, self.panel, self.generation, self.fill)
+        self.session.candidate_budget = memory_budget(self.settings, RESULTS_KEY, RESULTS_MIB)
         self.confirm_discard = self._ask_discard  # tests replace this
         self._build_docks()
         self._build_status_bar()
@@ -370,6 +372,17 @@ class MainWindow(ModelActions, FileHandling, Autosave, QMainWindow):
         self.panel.set_mode_text("" if mode is None else f"Mode: {mode.value}")
         self._update_title()
 
+    def _say_dropped_undo(self, document: Document) -> None:
+        dropped = document.history.dropped - self._undo_dropped
+        if dropped > 0:
+            self._undo_dropped = document.history.dropped
+            budget = document.history.budget_bytes // 2**20
+            self.statusBar().showMessage(
+                f"The oldest {dropped} undo step(s) were dropped to keep undo within {budget} MiB "
+                f"({UNDO_KEY} in the settings).",
+                10000,
+            )
+
     def _update_title(self) -> None:
         document = self._document()
         if document is None:
@@ -380,8 +393,11 @@ class MainWindow(ModelActions, FileHandling, Autosave, QMainWindow):
 
     def set_document(self, document: Document, blank: bool = False) -> None:
         self.provenance = None  # how the picture was made, when its file says (files.py)
+        document.history.budget_bytes = memory_budget(self.settings, UNDO_KEY, UNDO_MIB)
         self.session.set_document(document, blank=blank)
         document.add_listener(lambda _box: self._update_title())
+        document.add_listener(lambda _box: self._say_dropped_undo(document))
+        self._undo_dropped = document.history.dropped
         self._update_mode()
 
     # -- state and closing ----------------------------------------------------------------------

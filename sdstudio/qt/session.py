@@ -34,6 +34,10 @@ class Candidate:
         return self.result.box
 
     @property
+    def nbytes(self) -> int:
+        return self.result.patch.nbytes + self.image.sizeInBytes()
+
+    @property
     def label(self) -> str:
         request = self.result.request
         return "fill" if request.mode is Mode.REMOVE else f"seed {request.seed}"
@@ -86,6 +90,8 @@ class EditorSession(QObject):
         self.current = -1
         self.running = False
         self.parameters: str | None = None  # of the last accepted result, for export
+        self.candidate_budget = 1024 * 2**20
+        """Bytes the waiting results may take; beyond it the oldest are dropped (said so)."""
         self._step_times: list[float] = []
         for worker in self.workers:
             worker.started.connect(self._on_started)
@@ -219,11 +225,25 @@ class EditorSession(QObject):
     def _on_finished(self, result: Finished) -> None:
         self.canvas.set_preview(None)
         self.candidates.append(Candidate(result, qimage_of(result.patch)))
+        dropped = 0
+        while len(self.candidates) > 1 and self.candidates_bytes() > self.candidate_budget:
+            del self.candidates[0]  # the oldest result goes first
+            dropped += 1
         self.select(len(self.candidates) - 1)
-        self.status.emit(
+        message = (
             f"Result {len(self.candidates)} (seed {result.request.seed}): Enter accepts, "
             "Left/Right steps through results, Backspace discards."
         )
+        if dropped:
+            budget = self.candidate_budget // 2**20
+            message += (
+                f" The oldest {dropped} result(s) were dropped to keep the results within "
+                f"{budget} MiB (memory/results_mib in the settings)."
+            )
+        self.status.emit(message)
+
+    def candidates_bytes(self) -> int:
+        return sum(candidate.nbytes for candidate in self.candidates)
 
     def _on_cancelled(self) -> None:
         self.canvas.set_preview(None)
