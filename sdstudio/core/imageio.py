@@ -162,13 +162,16 @@ def _decode_noting(im: Image.Image, data: bytes) -> Picture:
         notes.append(f"it has {frames} frames; only the first is opened")
     profile = im.info.get("icc_profile")
     array = _decode_deep_colour(im, data) if _is_deep_colour(im, data) else None
+    if array is None and _is_plain_png(im, data, profile):
+        array = _decode_plain_png(im, data)
     if array is None:
         im.load()  # decoding errors surface here, not inside exif_transpose
+        upright = im
         try:
-            upright = ImageOps.exif_transpose(im)
+            if im.getexif().get(_ORIENTATION, 1) != 1:  # else no copy: large pictures
+                upright = ImageOps.exif_transpose(im)
         except Exception:  # a broken EXIF block: keep the pixels as stored
             log.warning("Ignoring unreadable EXIF orientation", exc_info=True)
-            upright = im
         if profile:
             upright = _to_srgb(upright, profile, notes)
         elif im.mode == "CMYK":
@@ -264,6 +267,35 @@ def _decode_deep_colour(im: Image.Image, data: bytes) -> np.ndarray | None:
         with contextlib.suppress(Exception):
             orientation = int(im.getexif().get(_ORIENTATION, 1))
     return _orient(cv2.cvtColor(array, code), orientation)
+
+
+def _is_plain_png(im: Image.Image, data: bytes, profile: bytes | None) -> bool:
+    """An 8-bit grey, RGB or RGBA PNG with nothing to convert: OpenCV decodes it straight into
+    one array, where Pillow's decode, copy and conversion hold the picture four times over."""
+    header = _png_header(data)
+    return (
+        header is not None
+        and header[2] == 8
+        and header[3] in (0, 2, 6)
+        and "transparency" not in im.info
+        and getattr(im, "n_frames", 1) == 1
+        and (not profile or _is_srgb(profile))
+    )
+
+
+def _decode_plain_png(im: Image.Image, data: bytes) -> np.ndarray | None:
+    flags = cv2.IMREAD_UNCHANGED | cv2.IMREAD_IGNORE_ORIENTATION
+    array = cv2.imdecode(np.frombuffer(data, np.uint8), flags)
+    if array is None or array.dtype != np.uint8 or array.shape[:2] != (im.height, im.width):
+        return None  # Pillow then decodes it, or says why it cannot
+    if array.ndim == 3:
+        code = {3: cv2.COLOR_BGR2RGB, 4: cv2.COLOR_BGRA2RGBA}[array.shape[2]]
+        cv2.cvtColor(array, code, dst=array)  # in place: no second copy
+    orientation = 1
+    if b"eXIf" in data:
+        with contextlib.suppress(Exception):
+            orientation = int(im.getexif().get(_ORIENTATION, 1))
+    return _orient(array, orientation)
 
 
 def _orient(array: np.ndarray, orientation: int) -> np.ndarray:
