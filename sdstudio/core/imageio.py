@@ -50,6 +50,12 @@ _EXIF_IFD, _USER_COMMENT, _ORIENTATION = 0x8769, 0x9286, 0x0112
 _UNICODE, _ASCII, _JIS = b"UNICODE\0", b"ASCII\0\0\0", b"JIS\0\0\0\0\0"
 _T = TypeVar("_T")
 
+MAX_PIXELS = 150_000_000
+"""The largest picture SD Studio opens (a 100 MP medium-format photo, a 1200 dpi scan of an
+8 x 10 print); larger files are refused as possible decompression bombs before decoding. Set as
+Pillow's limit, which the loaders enforce."""
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
 
 # ----------------------------------------------------------------------------------- loading
 @dataclass(frozen=True, eq=False)

@@ -67,10 +67,10 @@ the default level 6, for a file 5% larger (bench_project.py)."""
 
 MAX_ENTRIES = 1000
 """Most entries an archive may list (ours has 7; Krita writes one per layer)."""
-MAX_MEMBER_BYTES = 2**30
-"""Most bytes one entry may hold uncompressed: above the largest picture the image loader
-accepts (Image.MAX_IMAGE_PIXELS of 16-bit RGBA, about 716 MB)."""
-MAX_TOTAL_BYTES = 2**31
+MAX_MEMBER_BYTES = 2**31
+"""Most bytes one entry may hold uncompressed: above the PNG of the largest picture the image
+loader accepts (``imageio.MAX_PIXELS`` of 16-bit RGBA is 1.2 GB before compression)."""
+MAX_TOTAL_BYTES = 2**32
 """Most bytes all entries together may declare, and all entries read may hold."""
 MAX_XML_BYTES = 2**20
 """Most bytes of stack.xml (a thousand layers take about 200 KB)."""
