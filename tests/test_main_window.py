@@ -561,3 +561,23 @@ def test_undo_and_results_stay_within_their_memory_budgets(
         qtbot.waitUntil(lambda: not window.session.running, timeout=5000)
     assert len(window.session.candidates) == 1
     assert any("were dropped to keep the results within" in m for m in messages)
+
+
+def test_closing_during_an_autosave_leaves_nothing_to_recover(
+    qtbot, make_window, tmp_path, photo, edge_mask
+):
+    import time
+
+    from sdstudio.core.recovery import RecoverySession
+
+    window = make_window()
+    folder = tmp_path / "recovery"
+    recovery = RecoverySession(folder)
+    write = recovery.autosave
+    recovery.autosave = lambda *args: (time.sleep(0.5), write(*args))  # a large picture
+    window.start_autosave(recovery)
+    document = open_photo(qtbot, window, tmp_path, photo)
+    document.set_mask(edge_mask)
+    assert window.autosave_now()  # the write is under way on a worker ...
+    assert window.close()  # ... and the window closes at once
+    assert list(folder.iterdir()) == []

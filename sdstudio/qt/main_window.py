@@ -32,6 +32,7 @@ from sdstudio.qt.model_library import models_folder
 from sdstudio.qt.panel import GenerationPanel
 from sdstudio.qt.restore_panel import RestorePanel
 from sdstudio.qt.session import EditorSession
+from sdstudio.qt.tasks import wait_for_background
 from sdstudio.qt.worker import GenerationWorker
 
 log = logging.getLogger(__name__)
@@ -438,6 +439,7 @@ class MainWindow(ModelActions, FileHandling, Autosave, QMainWindow):
         if self.download is not None:
             self.download.cancel.set()  # what was fetched stays in the cache for next time
         self.restore_panel.cancel()
+        wait_for_background(120_000)  # a save, export or autosave under way finishes first
         self.stop_autosave()
         self.save_state()
         self.generation.shutdown()
