@@ -292,3 +292,31 @@ def test_a_wide_gamut_picture_is_converted_to_srgb(tmp_path):
     picture = load_picture(tmp_path / "a98.png")
     red, _, blue = picture.array[0, 0].astype(int)
     assert red > 210 and blue < 35 and "to sRGB" in picture.notes[0]
+
+
+def test_a_garbage_settings_file_still_opens_the_editor(qtbot, tmp_path):
+    from PySide6.QtCore import QSettings
+
+    from sdstudio.engine.fake import FakeEngine
+    from sdstudio.qt.main_window import MainWindow
+
+    path = tmp_path / "settings.ini"
+    path.write_text(
+        "[window]\ngeometry=@ByteArray(\\0\\xff garbage)\nstate=12\n"
+        "[tools]\nsize=huge\nhardness=-5\nopacity=1e999\n"
+        "[generate]\nsteps=abc\nguidance=nan\nseed=-1\nscheduler=warp drive\nmodel=\n"
+        "[files]\nrecent=/nowhere/a.png, 17\nlast_dir=\\0\n"
+        "[fill]\nmethod=magic\n[autosave]\nminutes=soon\n"
+        "[memory]\nundo_mib=lots\nresults_mib=-3\n"
+    )
+    settings = QSettings(str(path), QSettings.Format.IniFormat)
+    window = MainWindow(settings=settings, engine_factory=lambda: FakeEngine(steps=2))
+    qtbot.addWidget(window)
+    try:
+        window.show()
+        qtbot.waitExposed(window)
+        assert window.session.candidate_budget == 16 * 2**20  # at least the minimum
+        assert window.panel.settings()["steps"] > 0
+    finally:
+        window.generation.shutdown()
+        window.fill.shutdown()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QByteArray, QSettings, Qt
 from PySide6.QtGui import QAction, QColor, QIcon, QKeySequence, QPixmap
 from PySide6.QtWidgets import (
     QColorDialog,
@@ -404,14 +404,13 @@ class MainWindow(ModelActions, FileHandling, Autosave, QMainWindow):
     # -- state and closing ----------------------------------------------------------------------
 
     def _restore_state(self) -> None:
+        # A damaged settings file must not stop the editor: what is unreadable is ignored.
         geometry = self.settings.value("window/geometry")
-        if geometry is not None:
-            self.restoreGeometry(geometry)
-        else:
+        if not (isinstance(geometry, (QByteArray, bytes)) and self.restoreGeometry(geometry)):
             self.resize(1280, 820)
         state = self.settings.value("window/state")
-        if state is not None:
-            self.restoreState(state)
+        if isinstance(state, (QByteArray, bytes)) and not self.restoreState(state):
+            log.warning("ignoring an unreadable window layout")
         self.panel.restore_state(self.settings)
         try:
             self.set_brush_size(float(self.settings.value("tools/size", 40)))
