@@ -320,3 +320,29 @@ def test_a_garbage_settings_file_still_opens_the_editor(qtbot, tmp_path):
     finally:
         window.generation.shutdown()
         window.fill.shutdown()
+
+
+@pytest.mark.parametrize("suffix", [".png", ".jpg", ".webp", ".tif"])
+def test_an_export_keeps_the_pictures_colour_profile(tmp_path, suffix):
+    """Opened from Adobe RGB, shown and edited in sRGB, exported back into Adobe RGB with the
+    profile embedded: a colour-managed viewer sees the same colours either way."""
+    import os
+
+    from sdstudio.core.imageio import load_picture
+
+    if not os.path.exists(ADOBE_RGB):
+        pytest.skip("no Adobe RGB profile on this machine")
+    with open(ADOBE_RGB, "rb") as handle:
+        profile = handle.read()
+    smooth = np.zeros((H, W, 3), np.uint8)
+    smooth[..., 0], smooth[..., 1], smooth[..., 2] = 200, np.arange(W)[None, :] * 3, 40
+    Image.fromarray(smooth).save(tmp_path / "a98.png", icc_profile=profile)
+    opened = load_picture(tmp_path / "a98.png")
+    assert opened.icc_profile == profile
+    out = tmp_path / f"out{suffix}"
+    save_image(out, opened.array, icc_profile=opened.icc_profile)
+    with Image.open(out) as written:
+        assert written.info.get("icc_profile") == profile
+    again = load_picture(out)
+    tolerance = 3 if suffix in (".png", ".tif") else 12  # lossy formats add their own error
+    assert np.abs(again.array.astype(int) - opened.array).max() <= tolerance

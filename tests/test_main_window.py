@@ -581,3 +581,33 @@ def test_closing_during_an_autosave_leaves_nothing_to_recover(
     assert window.autosave_now()  # the write is under way on a worker ...
     assert window.close()  # ... and the window closes at once
     assert list(folder.iterdir()) == []
+
+
+def test_a_colour_managed_picture_keeps_its_profile_through_project_and_export(
+    qtbot, make_window, tmp_path, photo
+):
+    import os
+
+    from PIL import Image
+
+    profile_path = "/usr/share/color/icc/ghostscript/a98.icc"
+    if not os.path.exists(profile_path):
+        pytest.skip("no Adobe RGB profile on this machine")
+    with open(profile_path, "rb") as handle:
+        profile = handle.read()
+    Image.fromarray(photo).save(tmp_path / "scan.png", icc_profile=profile)
+    window = make_window()
+    window.open_path(tmp_path / "scan.png")
+    qtbot.waitUntil(lambda: window.session.document is not None, timeout=5000)
+    assert window.session.document.icc_profile == profile
+    assert "to sRGB" in window.statusBar().currentMessage()
+    window.save_to(tmp_path / "scan.ora")
+    qtbot.waitUntil(lambda: (tmp_path / "scan.ora").exists(), timeout=5000)
+    other = make_window()
+    other.open_path(tmp_path / "scan.ora")
+    qtbot.waitUntil(lambda: other.session.document is not None, timeout=5000)
+    assert other.session.document.icc_profile == profile
+    other.export_to(tmp_path / "scan.jpg")
+    qtbot.waitUntil(lambda: (tmp_path / "scan.jpg").exists(), timeout=5000)
+    with Image.open(tmp_path / "scan.jpg") as exported:
+        assert exported.info.get("icc_profile") == profile

@@ -45,6 +45,9 @@ class Document:
         self.mask = np.zeros(image.shape[:2], np.uint8)
         self.region: Box | None = None
         self.path = path
+        self.icc_profile: bytes | None = None
+        """The colour profile the picture was converted from on opening (exports go back into
+        it); None for sRGB."""
         self.history = History(history_budget)
         self._listeners: list[Listener] = []
         self._stroke: Stroke | None = None

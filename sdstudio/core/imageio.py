@@ -64,6 +64,9 @@ class Picture:
     notes: tuple[str, ...] = ()
     """What was changed on the way in, to tell the person: "only the first of 12 frames",
     "converted from its colour profile 'Adobe RGB (1998)' to sRGB" ..."""
+    icc_profile: bytes | None = None
+    """The colour profile the pixels were converted from (to hand to ``save_image`` so an
+    export keeps it); None when they are as stored."""
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -167,6 +170,7 @@ def _decode_noting(im: Image.Image, data: bytes) -> Picture:
     if frames > 1:
         notes.append(f"it has {frames} frames; only the first is opened")
     profile = im.info.get("icc_profile")
+    converted = None
     array = _decode_deep_colour(im, data) if _is_deep_colour(im, data) else None
     if array is None and _is_plain_png(im, data, profile):
         array = _decode_plain_png(im, data)
@@ -179,14 +183,15 @@ def _decode_noting(im: Image.Image, data: bytes) -> Picture:
         except Exception:  # a broken EXIF block: keep the pixels as stored
             log.warning("Ignoring unreadable EXIF orientation", exc_info=True)
         if profile:
-            upright = _to_srgb(upright, profile, notes)
+            upright, applied = _to_srgb(upright, profile, notes)
+            converted = profile if applied else None
         elif im.mode == "CMYK":
             notes.append("its CMYK (print) colours were converted to RGB without a profile")
         array = _to_array(upright)
     elif profile and _profile_name(profile) and not _is_srgb(profile):
         notes.append(f"its colour profile '{_profile_name(profile)}' is not applied (16-bit)")
     array = np.ascontiguousarray(array)
-    return Picture(array if array.flags.writeable else array.copy(), tuple(notes))
+    return Picture(array if array.flags.writeable else array.copy(), tuple(notes), converted)
 
 
 def _profile_name(profile: bytes) -> str:
@@ -202,16 +207,17 @@ def _is_srgb(profile: bytes) -> bool:
     return "srgb" in _profile_name(profile).lower().replace(" ", "")
 
 
-def _to_srgb(im: Image.Image, profile: bytes, notes: list[str]) -> Image.Image:
-    """``im`` converted from its embedded colour profile to sRGB (8-bit RGB, RGBA, CMYK, L)."""
+def _to_srgb(im: Image.Image, profile: bytes, notes: list[str]) -> tuple[Image.Image, bool]:
+    """``im`` converted from its embedded colour profile to sRGB (8-bit RGB, RGBA, CMYK, L),
+    and whether the profile was applied."""
     from PIL import ImageCms
 
     name = _profile_name(profile)
     if _is_srgb(profile):
-        return im
+        return im, False
     if im.mode not in ("RGB", "RGBA", "CMYK", "L"):
         notes.append(f"its colour profile '{name or 'unnamed'}' is not applied ({im.mode} pixels)")
-        return im
+        return im, False
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
         srgb = ImageCms.createProfile("sRGB")
@@ -219,9 +225,9 @@ def _to_srgb(im: Image.Image, profile: bytes, notes: list[str]) -> Image.Image:
         converted = ImageCms.profileToProfile(im, source, srgb, outputMode=mode)
     except Exception:  # noqa: BLE001 - a broken profile: the pixels as stored
         notes.append("its colour profile could not be read; its colours are shown as stored")
-        return im.convert("RGB") if im.mode == "CMYK" else im
+        return (im.convert("RGB") if im.mode == "CMYK" else im), False
     notes.append(f"converted from its colour profile '{name or 'unnamed'}' to sRGB")
-    return converted
+    return converted, True
 
 
 def _to_array(im: Image.Image) -> np.ndarray:
@@ -347,12 +353,17 @@ def _decode_user_comment(raw: bytes) -> str | None:
 
 # ------------------------------------------------------------------------------------ saving
 def save_image(
-    path: str | os.PathLike[str], array: np.ndarray, parameters: str | None = None
+    path: str | os.PathLike[str],
+    array: np.ndarray,
+    parameters: str | None = None,
+    icc_profile: bytes | None = None,
 ) -> None:
     """Write ``array`` atomically in the format its extension names, with ``parameters`` text.
 
     16-bit pictures keep 16 bits in PNG and TIFF; JPEG, WebP and BMP get 8 bits. JPEG drops
-    alpha. On failure the previous file, if any, is left as it was.
+    alpha. ``icc_profile``: the colour profile the picture came with (``Picture.icc_profile``);
+    the sRGB pixels are converted back into it and it is embedded (8-bit PNG, JPEG, WebP, TIFF).
+    On failure the previous file, if any, is left as it was.
     """
     name = os.fspath(path)
     target = Path(name)
@@ -371,7 +382,7 @@ def save_image(
             f"Cannot save '{name}': pixels must be 8- or 16-bit grey, RGB or RGBA (got {got})."
         )
     try:
-        payload = _encode(array, fmt, parameters or None)
+        payload = _encode(array, fmt, parameters or None, icc_profile=icc_profile)
     except ImageSaveError as exc:
         raise ImageSaveError(f"Cannot save '{name}': {exc}") from exc
     except Exception as exc:
@@ -380,9 +391,14 @@ def save_image(
 
 
 def _encode(
-    array: np.ndarray, fmt: str, parameters: str | None, png_level: int | None = None
+    array: np.ndarray,
+    fmt: str,
+    parameters: str | None,
+    png_level: int | None = None,
+    icc_profile: bytes | None = None,
 ) -> bytes:
-    """``array`` as ``fmt`` bytes; ``png_level`` 0-9 trades PNG size for speed (None: default)."""
+    """``array`` as ``fmt`` bytes; ``png_level`` 0-9 trades PNG size for speed (None: default);
+    ``icc_profile`` is the profile to convert the (sRGB) pixels into and embed."""
     if array.dtype == np.uint16 and fmt in ("PNG", "TIFF"):
         if array.ndim == 3:
             code = cv2.COLOR_RGB2BGR if array.shape[2] == 3 else cv2.COLOR_RGBA2BGRA
@@ -419,9 +435,33 @@ def _encode(
             options["exif"] = exif
     elif fmt == "TIFF":
         options["compression"] = "tiff_lzw"
+    picture = Image.fromarray(np.ascontiguousarray(array))
+    if icc_profile and fmt != "BMP":
+        picture = _from_srgb(picture, icc_profile)
+        if picture.info.get("icc_profile"):
+            options["icc_profile"] = picture.info["icc_profile"]
     buffer = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(array)).save(buffer, fmt, **options)
+    picture.save(buffer, fmt, **options)
     return buffer.getvalue()
+
+
+def _from_srgb(picture: Image.Image, profile: bytes) -> Image.Image:
+    """``picture`` (sRGB) converted into ``profile``, which it then carries in ``info``; as it
+    was if the profile cannot be used (the file is then plain sRGB, which is still right)."""
+    from PIL import ImageCms
+
+    if picture.mode not in ("RGB", "RGBA", "L"):
+        return picture
+    try:
+        target = ImageCms.ImageCmsProfile(io.BytesIO(profile))
+        converted = ImageCms.profileToProfile(
+            picture, ImageCms.createProfile("sRGB"), target, outputMode=picture.mode
+        )
+    except Exception:  # noqa: BLE001 - sRGB pixels without a profile are read as sRGB
+        log.warning("could not convert back into the picture's colour profile", exc_info=True)
+        return picture
+    converted.info["icc_profile"] = profile
+    return converted
 
 
 def _insert_png_text(png: bytes, key: str, text: str) -> bytes:

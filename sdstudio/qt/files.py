@@ -7,6 +7,7 @@ not: the work is only safe once it is in a project."""
 
 from __future__ import annotations
 
+import base64
 import logging
 from pathlib import Path
 
@@ -42,6 +43,16 @@ def array_from_qimage(image: QImage) -> np.ndarray:
     buffer = np.frombuffer(rgba.constBits(), np.uint8, count=rgba.sizeInBytes())
     array = buffer.reshape(height, rgba.bytesPerLine())[:, : width * 4].reshape(height, width, 4)
     return array.copy() if array[:, :, 3].min() < 255 else array[:, :, :3].copy()
+
+
+def _profile_from(text: object) -> bytes | None:
+    """A colour profile kept in a project's settings (base64), or None."""
+    if not isinstance(text, str):
+        return None
+    try:
+        return base64.b64decode(text, validate=True) or None
+    except ValueError:
+        return None
 
 
 class FileHandling:
@@ -86,7 +97,9 @@ class FileHandling:
         def opened(result: tuple[Picture, Provenance | None]) -> None:
             picture, found = result
             image = picture.array
-            self.set_document(Document(image, path=path))
+            document = Document(image, path=path)
+            document.icc_profile = picture.icc_profile
+            self.set_document(document)
             self.provenance = found
             self._remember_recent(path)
             size = f"{image.shape[1]}x{image.shape[0]}"
@@ -109,6 +122,7 @@ class FileHandling:
     def _opened_project(self, path: Path, project) -> None:
         document = Document(project.image, path=path)
         document.mask[...] = project.mask
+        document.icc_profile = _profile_from(project.extra.get("icc_profile"))
         self.set_document(document)
         self.session.parameters = project.extra.get("parameters")
         if isinstance(self.session.parameters, str):
@@ -165,6 +179,8 @@ class FileHandling:
         document = self._document()
         image, mask = document.image.copy(), document.mask.copy()  # cheap, on this thread
         extra = {"parameters": self.session.parameters}
+        if document.icc_profile:
+            extra["icc_profile"] = base64.b64encode(document.icc_profile).decode("ascii")
         version = document.version
         self.statusBar().showMessage(f"Saving {path.name} …")
 
@@ -231,13 +247,16 @@ class FileHandling:
             path = path.with_suffix(".png")
         document = self._document()
         snapshot, parameters = document.image.copy(), self.session.parameters
+        profile = document.icc_profile
         self.statusBar().showMessage(f"Exporting {path.name} …")
 
         def saved(_result) -> None:
             self.statusBar().showMessage(f"Exported {path}.", 5000)
             self._remember_recent(path)
 
-        run_in_background(lambda: save_image(path, snapshot, parameters), saved, self.show_error)
+        run_in_background(
+            lambda: save_image(path, snapshot, parameters, profile), saved, self.show_error
+        )
 
     def show_error(self, message: str) -> None:
         """Status bar and a window-modal message box that does not block the event loop."""
