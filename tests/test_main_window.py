@@ -611,3 +611,28 @@ def test_a_colour_managed_picture_keeps_its_profile_through_project_and_export(
     qtbot.waitUntil(lambda: (tmp_path / "scan.jpg").exists(), timeout=5000)
     with Image.open(tmp_path / "scan.jpg") as exported:
         assert exported.info.get("icc_profile") == profile
+
+
+def test_waiting_results_are_kept_in_the_project(qtbot, make_window, tmp_path, photo, edge_mask):
+    window = make_window()
+    document = open_photo(qtbot, window, tmp_path, photo)
+    document.set_mask(edge_mask)
+    for _ in range(2):
+        window.session.remove()
+        qtbot.waitUntil(lambda: not window.session.running, timeout=5000)
+    kept = [c.result.patch.copy() for c in window.session.candidates]
+    assert len(kept) == 2
+    project = tmp_path / "waiting.ora"
+    window.save_to(project)
+    qtbot.waitUntil(lambda: not window.windowTitle().startswith("*"), timeout=5000)
+
+    other = make_window()
+    other.open_path(project)
+    qtbot.waitUntil(lambda: len(other.session.candidates) == 2, timeout=5000)
+    assert other.session.current == 0  # the first shown, as after generating
+    assert "2 waiting result(s)" in other.statusBar().currentMessage()
+    for candidate, patch in zip(other.session.candidates, kept, strict=True):
+        np.testing.assert_array_equal(candidate.result.patch, patch)
+        assert candidate.result.request.mode.value == "remove"
+    assert other.session.accept()
+    assert not other.session.document.has_mask  # accepted as a removal: the mask is cleared

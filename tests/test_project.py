@@ -721,3 +721,28 @@ def test_random_damage_gives_a_project_or_a_project_error(tmp_path):
             outcomes["loaded"] += 1
     assert outcomes["refused"] > 0, outcomes
     print(outcomes)
+
+
+def test_waiting_results_round_trip_as_hidden_layers(tmp_path):
+    from sdstudio.core.project import Result
+
+    rng = np.random.default_rng(3)
+    image = rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)
+    results = [
+        Result(
+            rng.integers(0, 256, (10, 12, 3), dtype=np.uint8), 5, 7, {"seed": 1, "mode": "inpaint"}
+        ),
+        Result(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8), 0, 0, {"parameters": "a cat"}),
+    ]
+    path = tmp_path / "results.ora"
+    save_project(path, image, None, {"k": "v"}, results)
+    project = load_project(path)
+    assert len(project.results) == 2 and project.notes == ()
+    for got, want in zip(project.results, results, strict=True):
+        np.testing.assert_array_equal(got.patch, want.patch)
+        assert (got.x, got.y, got.info) == (want.x, want.y, want.info)
+    with zipfile.ZipFile(path) as archive:
+        stack = archive.read("stack.xml").decode()
+    assert 'name="Result 1"' in stack and 'x="5" y="7"' in stack and 'visibility="hidden"' in stack
+    with pytest.raises(ProjectError, match="result 1 is not a picture inside"):
+        save_project(tmp_path / "bad.ora", image, None, None, [Result(image, 3, 0, {})])

@@ -5,10 +5,12 @@ OpenRaster (.ora) is a zip archive that Krita, GIMP, MyPaint and others open. SD
     mimetype                  "image/openraster": the first entry, stored, with no extra field
     stack.xml                 <image version="0.0.3" w=.. h=..><stack> Mask, Picture </stack>
     data/mask.png             the mask, 8-bit grey, 255 = regenerate: a hidden layer on top
+    data/result-N.png         waiting results, not yet accepted: hidden layers at their place
     data/picture.png          the picture in its own layout and bit depth (16-bit PNG for uint16)
     mergedimage.png           what the picture looks like, 8-bit RGBA, for viewers
     Thumbnails/thumbnail.png  the same, at most 256 x 256
-    sdstudio/project.json     {"format": 1, "writer": ..., "extra": {prompts, seeds, models ...}}
+    sdstudio/project.json     {"format": 1, "writer": ..., "extra": {prompts, seeds, models ...},
+                               "results": [how each waiting result was made]}
 
 Layers are listed topmost first, as the specification says; other programs ignore ``sdstudio/``.
 Saving writes a temporary file next to the target, reads it back and compares every layer bit
@@ -58,6 +60,9 @@ FORMAT = 1
 load; a file with a newer format is refused rather than half understood and saved over."""
 PICTURE_LAYER, MASK_LAYER = "Picture", "Mask"
 PICTURE_SRC, MASK_SRC = "data/picture.png", "data/mask.png"
+RESULT_LAYER, RESULT_SRC = "Result {}", "data/result-{}.png"
+"""Waiting results: hidden layers at their place, their settings in sdstudio/project.json."""
+_RESULT = re.compile(r"Result (\d+)")
 STACK, MERGED, THUMBNAIL = "stack.xml", "mergedimage.png", "Thumbnails/thumbnail.png"
 SETTINGS = "sdstudio/project.json"
 THUMBNAIL_SIZE = 256
@@ -89,14 +94,27 @@ _PICTURES = (
 
 
 @dataclass(frozen=True, eq=False)
+class Result:
+    """A generated result kept with the project, not yet accepted: its pixels (the picture's
+    own layout and depth) at ``x``, ``y``, and how it was made (JSON-serialisable ``info``)."""
+
+    patch: np.ndarray
+    x: int
+    y: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, eq=False)
 class Project:
     """A loaded project: ``image`` and ``mask`` as a Document holds them, our ``extra``
-    settings, and ``notes`` on anything not loaded as stored (files from other programs)."""
+    settings, the waiting ``results``, and ``notes`` on anything not loaded as stored (files
+    from other programs)."""
 
     image: np.ndarray
     mask: np.ndarray
     extra: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
+    results: tuple[Result, ...] = ()
 
 
 # ------------------------------------------------------------------------------------ saving
@@ -105,9 +123,11 @@ def save_project(
     image: np.ndarray,
     mask: np.ndarray | None = None,
     extra: dict[str, Any] | None = None,
+    results: tuple[Result, ...] | list[Result] = (),
 ) -> None:
     """Write ``image``, ``mask`` (None: nothing to regenerate) and the JSON-serialisable
-    ``extra`` to ``path`` (.ora), verified and atomically; the previous file becomes ``path~``.
+    ``extra`` to ``path`` (.ora), with the waiting ``results`` as hidden layers, verified and
+    atomically; the previous file becomes ``path~``.
     On failure the previous file is left as it was and no temporary file remains."""
     name = os.fspath(path)
     target = Path(os.path.realpath(name)) if os.path.islink(name) else Path(name)
@@ -117,14 +137,20 @@ def save_project(
             f"choose a name ending in {SUFFIX}, or export a picture instead."
         )
     mask = _checked_layers(name, image, mask)
-    settings = _settings_json(name, extra)
+    results = tuple(results)
+    _check_results(name, image, results)
+    settings = _settings_json(name, extra, [result.info for result in results])
     try:
-        payload = _archive(image, mask, settings)
+        payload = _archive(image, mask, settings, results)
     except MemoryError as exc:
         raise ProjectError(f"Not enough memory to save '{name}'; close other pictures.") from exc
     except Exception as exc:
         raise ProjectError(f"Cannot save '{name}': encoding the layers failed ({exc}).") from exc
-    expected = Project(image, mask, json.loads(settings)["extra"])
+    stored = json.loads(settings)
+    kept = tuple(
+        Result(r.patch, r.x, r.y, info) for r, info in zip(results, stored["results"], strict=True)
+    )
+    expected = Project(image, mask, stored["extra"], results=kept)
     _replace_verified(name, target, payload, expected)
 
 
@@ -156,10 +182,15 @@ def _checked_layers(name: str, image: np.ndarray, mask: np.ndarray | None) -> np
     return mask
 
 
-def _settings_json(name: str, extra: dict[str, Any] | None) -> bytes:
+def _settings_json(name: str, extra: dict[str, Any] | None, results: list[Any]) -> bytes:
     if extra is not None and not isinstance(extra, dict):
         raise ProjectError(f"Cannot save '{name}': the settings must be a dict, not {type(extra)}.")
-    document = {"format": FORMAT, "writer": f"SD Studio {__version__}", "extra": extra or {}}
+    document = {
+        "format": FORMAT,
+        "writer": f"SD Studio {__version__}",
+        "extra": extra or {},
+        "results": results,
+    }
     try:
         return json.dumps(document, ensure_ascii=False, indent=1, allow_nan=False).encode()
     except (TypeError, ValueError, RecursionError) as exc:
@@ -169,7 +200,29 @@ def _settings_json(name: str, extra: dict[str, Any] | None) -> bytes:
         ) from exc
 
 
-def _archive(image: np.ndarray, mask: np.ndarray, settings: bytes) -> bytes:
+def _check_results(name: str, image: np.ndarray, results: tuple[Result, ...]) -> None:
+    height, width = image.shape[:2]
+    for number, result in enumerate(results, 1):
+        patch = result.patch
+        fits = (
+            isinstance(patch, np.ndarray)
+            and patch.dtype in (np.uint8, np.uint16)
+            and (patch.ndim == 2 or (patch.ndim == 3 and patch.shape[2] in (3, 4)))
+            and patch.size > 0
+            and result.x >= 0
+            and result.y >= 0
+            and result.x + patch.shape[1] <= width
+            and result.y + patch.shape[0] <= height
+        )
+        if not fits or not isinstance(result.info, dict):
+            raise ProjectError(
+                f"Cannot save '{name}': result {number} is not a picture inside the picture."
+            )
+
+
+def _archive(
+    image: np.ndarray, mask: np.ndarray, settings: bytes, results: tuple[Result, ...] = ()
+) -> bytes:
     merged = _rgba8(image)
     thumbnail = Image.fromarray(merged)
     thumbnail.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
@@ -177,8 +230,12 @@ def _archive(image: np.ndarray, mask: np.ndarray, settings: bytes) -> bytes:
     with zipfile.ZipFile(buffer, "w") as archive:
         stored, deflated = zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED  # PNGs are compressed
         _add(archive, "mimetype", MIMETYPE, stored)
-        _add(archive, STACK, _stack_xml(image.shape[1], image.shape[0]), deflated)
+        stack = _stack_xml(image.shape[1], image.shape[0], results)
+        _add(archive, STACK, stack, deflated)
         _add(archive, MASK_SRC, _encode(mask, "PNG", None, PNG_LEVEL), stored)
+        for number, result in enumerate(results, 1):
+            patch = _encode(result.patch, "PNG", None, PNG_LEVEL)
+            _add(archive, RESULT_SRC.format(number), patch, stored)
         _add(archive, PICTURE_SRC, _encode(image, "PNG", None, PNG_LEVEL), stored)
         _add(archive, MERGED, _encode(merged, "PNG", None, PNG_LEVEL), stored)
         _add(archive, THUMBNAIL, _encode(np.asarray(thumbnail), "PNG", None), stored)
@@ -203,16 +260,25 @@ def _rgba8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(pixels)
 
 
-def _stack_xml(width: int, height: int) -> bytes:
+def _stack_xml(width: int, height: int, results: tuple[Result, ...] = ()) -> bytes:
     root = ET.Element("image", version=ORA_VERSION, w=str(width), h=str(height))
     stack = ET.SubElement(root, "stack")
-    for layer, src, visibility in (
-        (MASK_LAYER, MASK_SRC, "hidden"),
-        (PICTURE_LAYER, PICTURE_SRC, "visible"),
-    ):
+    layers = [(MASK_LAYER, MASK_SRC, 0, 0, "hidden")]
+    for number, result in enumerate(results, 1):
+        name = RESULT_LAYER.format(number)
+        layers.append((name, RESULT_SRC.format(number), result.x, result.y, "hidden"))
+    layers.append((PICTURE_LAYER, PICTURE_SRC, 0, 0, "visible"))
+    for layer, src, x, y, visibility in layers:
         attributes = {"composite-op": "svg:src-over", "opacity": "1.000"}
         ET.SubElement(
-            stack, "layer", name=layer, src=src, x="0", y="0", visibility=visibility, **attributes
+            stack,
+            "layer",
+            name=layer,
+            src=src,
+            x=str(x),
+            y=str(y),
+            visibility=visibility,
+            **attributes,
         )
     return ET.tostring(root, encoding="utf-8", xml_declaration=True)
 
@@ -272,6 +338,7 @@ def _verify(name: str, temporary: str, expected: Project) -> None:
             ("picture", _same(written.image, expected.image)),
             ("mask", _same(written.mask, expected.mask)),
             ("settings", written.extra == expected.extra),
+            ("results", _same_results(written.results, expected.results)),
         )
         if not same
     ]
@@ -281,6 +348,13 @@ def _verify(name: str, temporary: str, expected: Project) -> None:
             f"({' and '.join(differ)} differ); the disk or memory may be failing. "
             "The previous file, if any, is unchanged; save to another disk."
         )
+
+
+def _same_results(a: tuple[Result, ...], b: tuple[Result, ...]) -> bool:
+    return len(a) == len(b) and all(
+        (x.x, x.y, x.info) == (y.x, y.y, y.info) and _same(x.patch, y.patch)
+        for x, y in zip(a, b, strict=True)
+    )
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:
@@ -426,6 +500,7 @@ class _Reader:
         if declared > MAX_TOTAL_BYTES:
             why = f"it would unpack to {declared:,} bytes, more than {MAX_TOTAL_BYTES:,}"
             raise ProjectError(_unsafe(name, why))
+        self.result_infos: list[dict[str, Any]] = []  # from the settings, per result
 
     def read(self, member: str, limit: int) -> bytes:
         """The bytes of ``member``, refused beyond ``limit`` whatever its header says."""
@@ -454,7 +529,8 @@ class _Reader:
         extra = self._settings()
         image = self._picture(layers, width, height)
         mask = self._mask(layers, image.shape[:2])
-        return Project(image, mask, extra, tuple(self.notes))
+        results = self._results(layers, image.shape[:2])
+        return Project(image, mask, extra, tuple(self.notes), results)
 
     def _stack(self) -> tuple[int, int, list[ET.Element]]:
         if STACK not in self.members:
@@ -509,6 +585,8 @@ class _Reader:
                 f"version reads up to {FORMAT}). Update SD Studio to open it."
             )
         extra = document.get("extra") if isinstance(document, dict) else None
+        infos = document.get("results") if isinstance(document, dict) else None
+        self.result_infos = [i if isinstance(i, dict) else {} for i in infos or []]
         if version != FORMAT or not isinstance(extra, dict):
             self.notes.append(
                 "The saved settings (prompts, seeds, models) could not be read; "
@@ -520,7 +598,11 @@ class _Reader:
     def _picture(self, layers: list[ET.Element], width: int, height: int) -> np.ndarray:
         named = [layer for layer in layers if layer.get("name") == PICTURE_LAYER]
         ours = (PICTURE_LAYER, MASK_LAYER)
-        others = [layer.get("name", "") for layer in layers if layer.get("name") not in ours]
+        others = [
+            layer.get("name", "")
+            for layer in layers
+            if layer.get("name") not in ours and self._result_number(layer) is None
+        ]
         if named:
             layer = named[0]
             image = self._layer(layer)
@@ -579,6 +661,32 @@ class _Reader:
             alpha = grey[:, :, 3].astype(np.uint32) if grey.shape[2] == 4 else 255
             grey = ((luma * alpha + 127) // 255).astype(np.uint8)
         return np.ascontiguousarray(grey)
+
+    def _result_number(self, layer: ET.Element) -> int | None:
+        """N for our own "Result N" layers (named and stored as we write them), else None."""
+        match = _RESULT.fullmatch(layer.get("name", ""))
+        if match is None or layer.get("src") != RESULT_SRC.format(match.group(1)):
+            return None
+        return int(match.group(1))
+
+    def _results(self, layers: list[ET.Element], shape: tuple[int, ...]) -> tuple[Result, ...]:
+        infos = self.result_infos
+        results, misplaced = [], 0
+        for layer in layers:
+            number = self._result_number(layer)
+            if number is None:
+                continue
+            patch = self._layer(layer)
+            x, y = self._offsets(layer)
+            h, w = patch.shape[:2]
+            if x < 0 or y < 0 or x + w > shape[1] or y + h > shape[0]:
+                misplaced += 1
+                continue
+            info = infos[number - 1] if 0 < number <= len(infos) else {}
+            results.append((number, Result(patch, x, y, info)))
+        if misplaced:
+            self.notes.append(f"{misplaced} waiting result(s) lay outside the picture; left out.")
+        return tuple(result for _, result in sorted(results, key=lambda pair: pair[0]))
 
     def _offsets(self, layer: ET.Element) -> tuple[int, int]:
         return self._number(layer, "x", 0), self._number(layer, "y", 0)

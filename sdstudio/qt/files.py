@@ -19,7 +19,7 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 from sdstudio.core.document import Document
 from sdstudio.core.errors import SDStudioError
 from sdstudio.core.imageio import FORMATS, Picture, load_picture, read_texts, save_image
-from sdstudio.core.project import load_project, save_project
+from sdstudio.core.project import Result, load_project, save_project
 from sdstudio.core.provenance import Provenance, read_provenance
 from sdstudio.qt.session import qimage_of
 from sdstudio.qt.tasks import run_in_background
@@ -127,10 +127,13 @@ class FileHandling:
         self.session.parameters = project.extra.get("parameters")
         if isinstance(self.session.parameters, str):
             self.provenance = read_provenance({"parameters": self.session.parameters})
+        waiting = self.session.restore_results(project.results)
         document.mark_saved()
         self._update_title()
         self._remember_recent(path)
         notes = " ".join(project.notes)
+        if waiting:
+            notes += f" {waiting} waiting result(s) are in the strip below (Enter accepts)."
         self.statusBar().showMessage(f"Opened the project {path.name}. {notes}", 10000)
 
     def use_provenance(self) -> None:
@@ -178,6 +181,7 @@ class FileHandling:
             path = path.with_suffix(PROJECT)
         document = self._document()
         image, mask = document.image.copy(), document.mask.copy()  # cheap, on this thread
+        results = [Result(*kept) for kept in self.session.kept_results()]  # immutable arrays
         extra = {"parameters": self.session.parameters}
         if document.icc_profile:
             extra["icc_profile"] = base64.b64encode(document.icc_profile).decode("ascii")
@@ -196,11 +200,11 @@ class FileHandling:
 
         if not wait:
             run_in_background(
-                lambda: save_project(path, image, mask, extra), saved, self.show_error
+                lambda: save_project(path, image, mask, extra, results), saved, self.show_error
             )
             return True
         try:
-            save_project(path, image, mask, extra)
+            save_project(path, image, mask, extra, results)
         except Exception as error:  # noqa: BLE001 - shown, and the close is called off
             self.show_error(str(error))
             return False

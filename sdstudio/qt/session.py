@@ -242,6 +242,54 @@ class EditorSession(QObject):
             )
         self.status.emit(message)
 
+    def kept_results(self) -> list[tuple[np.ndarray, int, int, dict]]:
+        """The waiting results as a project keeps them: pixels, place, and how they were made."""
+        kept = []
+        for candidate in self.candidates:
+            request = candidate.result.request
+            info = {
+                "parameters": candidate.result.parameters,
+                "mode": request.mode.value,
+                "seed": request.seed,
+                "prompt": request.prompt,
+                "negative_prompt": request.negative_prompt,
+                "model": request.model,
+            }
+            kept.append((candidate.result.patch, candidate.box.x0, candidate.box.y0, info))
+        return kept
+
+    def restore_results(self, results) -> int:
+        """Waiting results read back from a project (``core.project.Result``), back in the
+        strip with the first shown, as after generating. Returns how many were restored."""
+        restored = 0
+        for result in results:
+            info = result.info
+            try:
+                mode = Mode(info.get("mode", Mode.INPAINT.value))
+                stand_in = {}  # the request is a record now: a 1-pixel picture satisfies it
+                if mode is not Mode.TXT2IMG:
+                    stand_in = {
+                        "image": np.zeros((1, 1), np.uint8),
+                        "mask": np.full((1, 1), 255, np.uint8),
+                    }
+                request = GenerationRequest(
+                    mode=mode,
+                    seed=int(info.get("seed", 0)),
+                    prompt=str(info.get("prompt", "")),
+                    negative_prompt=str(info.get("negative_prompt", "")),
+                    model=str(info.get("model", "")),
+                    **stand_in,
+                )
+            except (SDStudioError, ValueError, TypeError):
+                continue  # settings from a newer or damaged file: that result is left out
+            height, width = result.patch.shape[:2]
+            box = Box(result.x, result.y, result.x + width, result.y + height)
+            finished = Finished(result.patch, box, str(info.get("parameters", "")), request)
+            self.candidates.append(Candidate(finished, qimage_of(result.patch)))
+            restored += 1
+        self.select(0 if self.candidates else -1)
+        return restored
+
     def candidates_bytes(self) -> int:
         return sum(candidate.nbytes for candidate in self.candidates)
 
