@@ -636,3 +636,31 @@ def test_waiting_results_are_kept_in_the_project(qtbot, make_window, tmp_path, p
         assert candidate.result.request.mode.value == "remove"
     assert other.session.accept()
     assert not other.session.document.has_mask  # accepted as a removal: the mask is cleared
+
+
+def test_autosave_keeps_waiting_results_and_recovery_brings_them_back(
+    qtbot, make_window, tmp_path, photo, edge_mask
+):
+    from PySide6.QtWidgets import QMessageBox
+
+    from sdstudio.core.recovery import RecoverySession
+
+    window = make_window()
+    folder = tmp_path / "recovery"
+    crashed = RecoverySession(folder)
+    window.start_autosave(crashed)
+    document = open_photo(qtbot, window, tmp_path, photo)
+    document.set_mask(edge_mask)
+    window.session.remove()
+    qtbot.waitUntil(lambda: not window.session.running, timeout=5000)
+    assert window.autosave_now()
+    qtbot.waitUntil(lambda: not window._autosave_busy, timeout=5000)
+    crashed._handle.close()  # the editor dies with a result waiting
+    window.recovery = None
+
+    other = make_window()
+    other.ask_recovery = lambda _orphan: QMessageBox.StandardButton.Open
+    assert other.offer_recovery(folder) is not None
+    qtbot.waitUntil(lambda: len(other.session.candidates) == 1, timeout=5000)
+    waiting = window.session.candidates[0].result.patch
+    np.testing.assert_array_equal(other.session.candidates[0].result.patch, waiting)

@@ -3,7 +3,7 @@
 OpenRaster (.ora) is a zip archive that Krita, GIMP, MyPaint and others open. SD Studio writes::
 
     mimetype                  "image/openraster": the first entry, stored, with no extra field
-    stack.xml                 <image version="0.0.3" w=.. h=..><stack> Mask, Picture </stack>
+    stack.xml                 <image version="0.0.3" w=.. h=..><stack> Mask, Result 1 .., Picture
     data/mask.png             the mask, 8-bit grey, 255 = regenerate: a hidden layer on top
     data/result-N.png         waiting results, not yet accepted: hidden layers at their place
     data/picture.png          the picture in its own layout and bit depth (16-bit PNG for uint16)

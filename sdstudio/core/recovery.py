@@ -18,6 +18,7 @@ import os
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -26,7 +27,7 @@ import numpy as np
 
 from sdstudio.core.errors import ProjectError
 from sdstudio.core.paths import data_dir
-from sdstudio.core.project import Project, load_project, save_project
+from sdstudio.core.project import Project, Result, load_project, save_project
 
 KEY = "recovery"
 """Where a snapshot's own facts (the person's file, when it was taken) sit in the project's
@@ -75,10 +76,12 @@ class RecoverySession:
         mask: np.ndarray,
         extra: dict | None = None,
         source: Path | None = None,
+        results: Sequence[Result] = (),
     ) -> None:
-        """Write a snapshot (safely: the previous one stays valid until the new one is whole)."""
+        """Write a snapshot (safely: the previous one stays valid until the new one is whole),
+        with the waiting ``results`` too."""
         facts = {"source": str(source) if source else None, "saved_at": time.time()}
-        save_project(self.snapshot_path, image, mask, {**(extra or {}), KEY: facts})
+        save_project(self.snapshot_path, image, mask, {**(extra or {}), KEY: facts}, results)
         _write_facts(self.snapshot_path.with_suffix(".json"), facts)
 
     def clear(self) -> None:

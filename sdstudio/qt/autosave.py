@@ -17,6 +17,7 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QMessageBox
 
 from sdstudio.core.document import Document
+from sdstudio.core.project import Result
 from sdstudio.core.recovery import Orphan, RecoverySession, discard, orphans, restore
 from sdstudio.qt.tasks import run_in_background
 
@@ -61,6 +62,7 @@ class Autosave:
             return False  # nothing new since the last save or autosave
         start = time.perf_counter()
         image, mask = document.image.copy(), document.mask.copy()
+        results = [Result(*kept) for kept in self.session.kept_results()]  # never written to
         extra = {"parameters": self.session.parameters}
         source = document.path
         self.autosave_pause = time.perf_counter() - start
@@ -76,7 +78,9 @@ class Autosave:
             log.warning("autosave failed: %s", message)
             self.statusBar().showMessage(f"Autosave failed: {message}", 10000)
 
-        run_in_background(lambda: recovery.autosave(image, mask, extra, source), done, failed)
+        run_in_background(
+            lambda: recovery.autosave(image, mask, extra, source, results), done, failed
+        )
         return True
 
     def autosave_saved(self) -> None:
@@ -134,6 +138,7 @@ class Autosave:
         document.mask[...] = project.mask
         self.set_document(document)
         self.session.parameters = project.extra.get("parameters")
+        self.session.restore_results(project.results)
         document.modified = True  # not in any file of the person's yet
         self._update_title()
         extra = {k: v for k, v in project.extra.items() if k != "recovery"}
@@ -141,12 +146,13 @@ class Autosave:
             discard(orphan)
         else:  # safe in this session's own snapshot before the old one goes
             recovery, image, mask = self.recovery, project.image, project.mask
+            results = project.results
 
             def forget(_result=None) -> None:
                 discard(orphan)
 
             run_in_background(
-                lambda: recovery.autosave(image, mask, extra, orphan_source(orphan)),
+                lambda: recovery.autosave(image, mask, extra, orphan_source(orphan), results),
                 forget,
                 lambda message: log.warning("could not re-save a restored snapshot: %s", message),
             )
