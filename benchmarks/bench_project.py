@@ -1,10 +1,10 @@
 """Project files and autosave: save and open times of a large project, the GUI-thread pause an
 autosave causes, and the peak memory of opening a very large picture.
 
-- Save / open: a 24-megapixel RGB photo-like picture (smooth shading plus grain, so PNG has real
-  work to do) with a mask, as ``.ora`` through ``sdstudio.core.project`` (save = encode, write,
-  read back and verify, replace; open = read and decode). Beside it, for scale, a plain PNG
-  export and load of the same picture.
+- Save / open: a 4-layer project: a 24-megapixel RGB photo-like picture (smooth shading plus
+  grain, so PNG has real work to do), its mask, and two waiting results of 4 MP each, as ``.ora``
+  through ``sdstudio.core.project`` (save = encode, write, read back and verify, replace; open =
+  read and decode). Beside it, for scale, a plain PNG export and load of the picture alone.
 - Autosave pause: what the GUI thread does for an autosave is copy the picture and mask (the
   write runs on a worker); timed here on the same 24 MP document.
 - Peak memory: a child process opens an N-megapixel PNG with ``load_image``; its peak resident
@@ -28,7 +28,7 @@ import cv2
 import numpy as np
 
 from sdstudio.core.imageio import load_image, save_image
-from sdstudio.core.project import load_project, save_project
+from sdstudio.core.project import Result, load_project, save_project
 
 
 def photo_like(megapixels: float, seed: int = 0) -> np.ndarray:
@@ -73,9 +73,14 @@ PEAK = textwrap.dedent(
 def peak_memory(megapixels: float, folder: Path) -> str:
     path = folder / f"huge-{megapixels:g}.png"
     cv2.imwrite(str(path), photo_like(megapixels, seed=1), [cv2.IMWRITE_PNG_COMPRESSION, 1])
-    out = subprocess.run(
-        [sys.executable, "-c", PEAK, str(path)], capture_output=True, text=True, check=True
-    ).stdout.strip().splitlines()[-1].split(maxsplit=3)
+    out = (
+        subprocess.run(
+            [sys.executable, "-c", PEAK, str(path)], capture_output=True, text=True, check=True
+        )
+        .stdout.strip()
+        .splitlines()[-1]
+        .split(maxsplit=3)
+    )
     status, nbytes, peak_kib = out[0], int(out[1]), int(out[2])
     path.unlink()
     if status == "refused":
@@ -97,12 +102,19 @@ def main() -> int:
     image = photo_like(args.megapixels)
     mask = np.zeros(image.shape[:2], np.uint8)
     mask[: image.shape[0] // 3, : image.shape[1] // 4] = 255
-    print(f"picture {image.shape[1]}x{image.shape[0]} ({image.size / 3e6:.1f} MP) RGB + mask")
+    results = [
+        Result(photo_like(4.0, seed=2 + k)[: image.shape[0], : image.shape[1]], 0, 0, {"seed": k})
+        for k in range(2)
+    ]
+    print(
+        f"picture {image.shape[1]}x{image.shape[0]} ({image.size / 3e6:.1f} MP) RGB + mask "
+        f"+ 2 results of {results[0].patch.size / 3e6:.1f} MP"
+    )
     with tempfile.TemporaryDirectory() as folder:
         folder = Path(folder)
         project, png = folder / "work.ora", folder / "work.png"
         extra = {"parameters": "a test", "seed": 1}
-        save_s = timed(lambda: save_project(project, image, mask, extra))
+        save_s = timed(lambda: save_project(project, image, mask, extra, results))
         open_s = timed(lambda: load_project(project))
         export_s = timed(lambda: save_image(png, image))
         load_s = timed(lambda: load_image(png))
