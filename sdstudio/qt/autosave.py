@@ -137,7 +137,8 @@ class Autosave:
         document = Document(project.image, path=orphan_source(orphan))
         document.mask[...] = project.mask
         self.set_document(document)
-        self.session.parameters = project.extra.get("parameters")
+        parameters = project.extra.get("parameters")  # a file's data: text, or nothing
+        self.session.parameters = parameters if isinstance(parameters, str) else None
         self.session.restore_results(project.results)
         document.modified = True  # not in any file of the person's yet
         self._update_title()

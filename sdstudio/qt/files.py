@@ -124,7 +124,8 @@ class FileHandling:
         document.mask[...] = project.mask
         document.icc_profile = _profile_from(project.extra.get("icc_profile"))
         self.set_document(document)
-        self.session.parameters = project.extra.get("parameters")
+        parameters = project.extra.get("parameters")  # a file's data: text, or nothing
+        self.session.parameters = parameters if isinstance(parameters, str) else None
         if isinstance(self.session.parameters, str):
             self.provenance = read_provenance({"parameters": self.session.parameters})
         waiting = self.session.restore_results(project.results)
