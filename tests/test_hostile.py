@@ -346,3 +346,59 @@ def test_an_export_keeps_the_pictures_colour_profile(tmp_path, suffix):
     again = load_picture(out)
     tolerance = 3 if suffix in (".png", ".tif") else 12  # lossy formats add their own error
     assert np.abs(again.array.astype(int) - opened.array).max() <= tolerance
+
+
+hypothesis = pytest.importorskip("hypothesis")
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+_VALID: dict[str, bytes] = {}
+
+
+def _valid(kind: str) -> bytes:
+    """A small valid file of ``kind``, made once, for the fuzzer to mutate."""
+    if kind not in _VALID:
+        import tempfile
+        from pathlib import Path
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = Path(folder) / f"seed.{kind}"
+            if kind == "ora":
+                save_project(path, pixels(), None, {"parameters": "x"})
+            else:
+                save_image(path, pixels(), "a cat\nSteps: 20, Sampler: Euler a, Seed: 1")
+            _VALID[kind] = path.read_bytes()
+    return _VALID[kind]
+
+
+@settings(
+    max_examples=60,
+    deadline=None,
+    derandomize=True,  # the same examples every run: a failure is reproducible
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    kind=st.sampled_from(["png", "jpg", "webp", "ora"]),
+    edits=st.lists(st.tuples(st.floats(0, 1), st.integers(0, 255)), max_size=8),
+    cut=st.one_of(st.none(), st.floats(0, 1)),
+    junk=st.binary(max_size=64),
+)
+def test_hypothesis_fuzzes_the_loaders(tmp_path_factory, kind, edits, cut, junk):
+    """Hypothesis mutates valid files (byte edits, a cut, junk appended): every loader either
+    reads the result or raises SDStudioError, and the metadata readers never raise."""
+    from sdstudio.core.imageio import read_texts
+    from sdstudio.core.provenance import read_provenance
+
+    data = bytearray(_valid(kind))
+    for where, value in edits:
+        data[min(len(data) - 1, int(where * len(data)))] = value
+    if cut is not None:
+        data = data[: int(cut * len(data))]
+    data += junk
+    path = tmp_path_factory.mktemp("fuzz") / f"fuzzed.{kind}"
+    path.write_bytes(bytes(data))
+    with contextlib.suppress(SDStudioError):
+        open_any(path)
+    if kind != "ora":
+        with contextlib.suppress(SDStudioError):
+            read_provenance(read_texts(path))
