@@ -402,3 +402,19 @@ def test_hypothesis_fuzzes_the_loaders(tmp_path_factory, kind, edits, cut, junk)
     if kind != "ora":
         with contextlib.suppress(SDStudioError):
             read_provenance(read_texts(path))
+
+
+def test_a_grey_scan_with_a_grey_profile_opens_as_stored(tmp_path):
+    import os
+
+    from sdstudio.core.imageio import load_picture
+
+    grey_profile = "/usr/share/color/icc/ghostscript/sgray.icc"
+    if not os.path.exists(grey_profile):
+        pytest.skip("no grey profile on this machine")
+    grey = pixels()[:, :, 0]
+    with open(grey_profile, "rb") as handle:
+        Image.fromarray(grey).save(tmp_path / "scan.png", icc_profile=handle.read())
+    picture = load_picture(tmp_path / "scan.png")
+    np.testing.assert_array_equal(picture.array, grey)
+    assert picture.notes == () and picture.icc_profile is None

@@ -208,20 +208,20 @@ def _is_srgb(profile: bytes) -> bool:
 
 
 def _to_srgb(im: Image.Image, profile: bytes, notes: list[str]) -> tuple[Image.Image, bool]:
-    """``im`` converted from its embedded colour profile to sRGB (8-bit RGB, RGBA, CMYK, L),
-    and whether the profile was applied."""
+    """``im`` converted from its embedded colour profile to sRGB (8-bit RGB, RGBA, CMYK), and
+    whether the profile was applied."""
     from PIL import ImageCms
 
     name = _profile_name(profile)
-    if _is_srgb(profile):
-        return im, False
-    if im.mode not in ("RGB", "RGBA", "CMYK", "L"):
+    if _is_srgb(profile) or im.mode in ("L", "LA", "1"):
+        return im, False  # grey scans carry grey profiles (gamma 2.2, dot gain): kept as grey
+    if im.mode not in ("RGB", "RGBA", "CMYK"):
         notes.append(f"its colour profile '{name or 'unnamed'}' is not applied ({im.mode} pixels)")
         return im, False
     try:
         source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
         srgb = ImageCms.createProfile("sRGB")
-        mode = {"RGBA": "RGBA", "L": "L"}.get(im.mode, "RGB")
+        mode = "RGBA" if im.mode == "RGBA" else "RGB"
         converted = ImageCms.profileToProfile(im, source, srgb, outputMode=mode)
     except Exception:  # noqa: BLE001 - a broken profile: the pixels as stored
         notes.append("its colour profile could not be read; its colours are shown as stored")
