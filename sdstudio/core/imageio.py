@@ -489,17 +489,28 @@ def _exif_with_user_comment(text: str) -> bytes:
     return b"Exif\0\0" + b"MM\0\x2a" + struct.pack(">I", 8) + ifd0 + exif_ifd + comment
 
 
-def _write_atomically(name: str, target: Path, payload: bytes) -> None:
+def _write_atomically(
+    name: str,
+    target: Path,
+    payload: bytes,
+    *,
+    error: type[Exception] = ImageSaveError,
+    before_replace: Callable[[str], None] | None = None,
+) -> None:
+    """Write ``payload`` to a temporary file beside ``target``, fsync it, let ``before_replace``
+    check it (projects read it back and keep a backup), then swap it in and fsync the folder.
+    Any failure removes the temporary file, leaves ``target`` as it was and raises ``error``
+    (OSErrors become a message saying what to do)."""
     folder = target.parent
     if not folder.is_dir():
-        raise ImageSaveError(
+        raise error(
             f"Cannot save '{name}': the folder '{folder}' does not exist. "
             "Create it or choose another folder."
         )
     try:
         handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
     except OSError as exc:
-        raise ImageSaveError(_save_failure(name, folder, exc)) from exc
+        raise error(_save_failure(name, folder, exc)) from exc
     try:
         with os.fdopen(handle, "wb") as file:
             file.write(payload)
@@ -507,14 +518,16 @@ def _write_atomically(name: str, target: Path, payload: bytes) -> None:
             os.fsync(file.fileno())
             if hasattr(os, "fchmod"):  # mkstemp makes 0600; give the file its usual mode
                 os.fchmod(file.fileno(), _file_mode(target))
+        if before_replace is not None:
+            before_replace(temporary)
         os.replace(temporary, target)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         if isinstance(exc, OSError):
-            raise ImageSaveError(_save_failure(name, folder, exc)) from exc
+            raise error(_save_failure(name, folder, exc)) from exc
         raise
-    with contextlib.suppress(OSError, AttributeError):  # make the rename itself durable (POSIX)
+    with contextlib.suppress(OSError, AttributeError):  # make the renames durable (POSIX)
         folder_handle = os.open(folder, os.O_RDONLY)
         try:
             os.fsync(folder_handle)

@@ -47,7 +47,7 @@ from PIL import Image, UnidentifiedImageError
 
 from sdstudio import __version__
 from sdstudio.core.errors import ProjectError
-from sdstudio.core.imageio import _bomb_message, _decode, _encode, _file_mode, _save_failure
+from sdstudio.core.imageio import _bomb_message, _decode, _encode, _write_atomically
 from sdstudio.core.pixels import to_8bit
 
 SUFFIX = ".ora"
@@ -284,42 +284,19 @@ def _stack_xml(width: int, height: int, results: tuple[Result, ...] = ()) -> byt
 
 
 def _replace_verified(name: str, target: Path, payload: bytes, expected: Project) -> None:
-    folder = target.parent
-    if not folder.is_dir():
-        raise ProjectError(
-            f"Cannot save '{name}': the folder '{folder}' does not exist. "
-            "Create it or choose another folder."
-        )
+    """The image writer's atomic write, with the written file read back and compared, and the
+    previous file kept as ``name.ora~``, before the swap."""
     if target.is_dir():
         raise ProjectError(f"Cannot save '{name}': a folder has that name. Choose another name.")
-    temporaries: list[str] = []
-    try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-        temporaries.append(temporary)
-        with os.fdopen(handle, "wb") as file:
-            file.write(payload)
-            file.flush()
-            os.fsync(file.fileno())
-            if hasattr(os, "fchmod"):  # mkstemp makes 0600; give the file its usual mode
-                os.fchmod(file.fileno(), _file_mode(target))
+
+    def check_and_keep_backup(temporary: str) -> None:
         _verify(name, temporary, expected)
         if target.exists():
-            _keep_backup(name, target, temporaries)
-        os.replace(temporary, target)
-        temporaries.remove(temporary)
-    except BaseException as exc:
-        for leftover in temporaries:
-            with contextlib.suppress(OSError):
-                os.unlink(leftover)
-        if isinstance(exc, OSError):
-            raise ProjectError(_save_failure(name, folder, exc)) from exc
-        raise
-    with contextlib.suppress(OSError, AttributeError):  # make the renames durable (POSIX)
-        folder_handle = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(folder_handle)
-        finally:
-            os.close(folder_handle)
+            _keep_backup(name, target)
+
+    _write_atomically(
+        name, target, payload, error=ProjectError, before_replace=check_and_keep_backup
+    )
 
 
 def _verify(name: str, temporary: str, expected: Project) -> None:
@@ -361,15 +338,17 @@ def _same(a: np.ndarray, b: np.ndarray) -> bool:
     return a.dtype == b.dtype and a.shape == b.shape and bool(np.array_equal(a, b))
 
 
-def _keep_backup(name: str, target: Path, temporaries: list[str]) -> None:
+def _keep_backup(name: str, target: Path) -> None:
     """Make ``target~`` hold the target's current content; the target stays in place."""
     backup = f"{target}{BACKUP_SUFFIX}"
+    copy = None
     try:
         copy = _backup_copy(target)
-        temporaries.append(copy)
         os.replace(copy, backup)
-        temporaries.remove(copy)
     except OSError as exc:
+        if copy is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(copy)
         raise ProjectError(
             f"Cannot save '{name}': the previous version cannot be kept as '{backup}' "
             f"({exc.strerror or exc}). Move or delete '{backup}', or save under another name. "
