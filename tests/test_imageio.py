@@ -412,3 +412,27 @@ def test_saved_16bit_png_is_a_valid_png_for_pillow(tmp_path):
     with Image.open(io.BytesIO(data)) as im:
         im.load()
         assert im.info["parameters"] == PARAMETERS
+
+
+def test_text_metadata_is_read_without_decoding_unless_it_follows_the_pixels(tmp_path, monkeypatch):
+    import zlib as _zlib
+
+    from PIL import ImageFile
+
+    from sdstudio.core.imageio import load_picture, read_texts
+
+    save_image(tmp_path / "plain.png", rng_pixels((48, 64, 3)))
+    decodes = []
+    real_load = ImageFile.ImageFile.load
+    monkeypatch.setattr(
+        ImageFile.ImageFile, "load", lambda self: decodes.append(1) or real_load(self)
+    )
+    assert read_texts(tmp_path / "plain.png") == {} and decodes == []
+    # A tEXt chunk after the image data (some tools write them there) is still found.
+    data = (tmp_path / "plain.png").read_bytes()
+    body = b"parameters\0a cat"
+    chunk = len(body).to_bytes(4, "big") + b"tEXt" + body
+    chunk += _zlib.crc32(b"tEXt" + body).to_bytes(4, "big")
+    (tmp_path / "late.png").write_bytes(data[:-12] + chunk + data[-12:])
+    assert read_texts(tmp_path / "late.png") == {"parameters": "a cat"}
+    assert load_picture(tmp_path / "late.png").texts == {"parameters": "a cat"}

@@ -18,7 +18,7 @@ import tempfile
 import warnings
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
@@ -67,6 +67,8 @@ class Picture:
     icc_profile: bytes | None = None
     """The colour profile the pixels were converted from (to hand to ``save_image`` so an
     export keeps it); None when they are as stored."""
+    texts: dict[str, str] = field(default_factory=dict)
+    """Its text metadata, as ``read_texts`` gives it (for ``core.provenance``)."""
 
 
 def load_image(path: str | os.PathLike[str]) -> np.ndarray:
@@ -76,7 +78,8 @@ def load_image(path: str | os.PathLike[str]) -> np.ndarray:
 
 
 def load_picture(path: str | os.PathLike[str]) -> Picture:
-    """``load_image`` plus the notes on what was changed to open it."""
+    """``load_image`` plus the notes on what was changed to open it and the text metadata, from
+    one read of the file."""
     return _with_image(os.fspath(path), _decode_noting)
 
 
@@ -88,18 +91,34 @@ def read_parameters(path: str | os.PathLike[str]) -> str | None:
 def read_texts(path: str | os.PathLike[str]) -> dict[str, str]:
     """The text metadata a picture carries: a PNG's text chunks by key; for JPEG and WebP the
     EXIF UserComment as "parameters" (where AUTOMATIC1111 puts it). For ``core.provenance``."""
-    return _with_image(os.fspath(path), lambda im, data: _texts_of(im))
+    return _with_image(os.fspath(path), _texts_of)
 
 
 _PROVENANCE_KEYS = ("parameters", "prompt", "workflow", "invokeai_metadata", "sd-metadata")
+_TEXT_CHUNKS = (b"tEXt", b"iTXt", b"zTXt")
 
 
-def _texts_of(im: Image.Image) -> dict[str, str]:
+def _trailing_text(data: bytes) -> bool:
+    """Whether a PNG has text chunks after its image data, which Pillow reads only by decoding
+    the whole picture: walking the chunk headers tells without decoding anything."""
+    offset, seen_data = len(_PNG_SIGNATURE), False
+    while offset + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[offset : offset + 8])
+        if kind == b"IEND":
+            return False
+        seen_data = seen_data or kind == b"IDAT"
+        if seen_data and kind in _TEXT_CHUNKS:
+            return True
+        offset += 12 + length
+    return False
+
+
+def _texts_of(im: Image.Image, data: bytes) -> dict[str, str]:
     if im.format != "PNG":
         parameters = _parameters_of(im)
         return {PARAMETERS_KEY: parameters} if parameters else {}
     sources = [im.info]
-    if not any(key in im.info for key in _PROVENANCE_KEYS):
+    if not any(key in im.info for key in _PROVENANCE_KEYS) and _trailing_text(data):
         sources.append(getattr(im, "text", {}))  # chunks after the image data (decodes it)
     texts: dict[str, str] = {}
     for source in sources:
@@ -165,6 +184,7 @@ def _decode(im: Image.Image, data: bytes) -> np.ndarray:
 
 
 def _decode_noting(im: Image.Image, data: bytes) -> Picture:
+    texts = _texts_of(im, data)  # first: Pillow may need the decode it would then reuse
     notes = []
     frames = getattr(im, "n_frames", 1)
     if frames > 1:
@@ -191,7 +211,8 @@ def _decode_noting(im: Image.Image, data: bytes) -> Picture:
     elif profile and _profile_name(profile) and not _is_srgb(profile):
         notes.append(f"its colour profile '{_profile_name(profile)}' is not applied (16-bit)")
     array = np.ascontiguousarray(array)
-    return Picture(array if array.flags.writeable else array.copy(), tuple(notes), converted)
+    array = array if array.flags.writeable else array.copy()
+    return Picture(array, tuple(notes), converted, texts)
 
 
 def _profile_name(profile: bytes) -> str:

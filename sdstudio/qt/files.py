@@ -17,8 +17,7 @@ from PySide6.QtGui import QGuiApplication, QImage
 from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from sdstudio.core.document import Document
-from sdstudio.core.errors import SDStudioError
-from sdstudio.core.imageio import FORMATS, Picture, load_picture, read_texts, save_image
+from sdstudio.core.imageio import FORMATS, Picture, load_picture, save_image
 from sdstudio.core.project import Result, load_project, save_project
 from sdstudio.core.provenance import Provenance, read_provenance
 from sdstudio.qt.session import qimage_of
@@ -88,11 +87,8 @@ class FileHandling:
             return
 
         def read() -> tuple[Picture, Provenance | None]:
-            picture = load_picture(path)
-            try:
-                return picture, read_provenance(read_texts(path))
-            except SDStudioError:
-                return picture, None
+            picture = load_picture(path)  # one read: pixels and text metadata
+            return picture, read_provenance(picture.texts)
 
         def opened(result: tuple[Picture, Provenance | None]) -> None:
             picture, found = result
