@@ -27,6 +27,15 @@ MAX_TEXT = 4 * 2**20
 MAX_DEPTH = 24
 """How many nodes a ComfyUI link is followed through before giving up (cycles, long chains)."""
 
+INVOKEAI_NUMBERS = (
+    ("steps", "steps", int),
+    ("guidance", "cfg_scale", float),
+    ("seed", "seed", int),
+    ("width", "width", int),
+    ("height", "height", int),
+    ("strength", "strength", float),
+)
+"""Panel key, InvokeAI's name (2.x and 3.x alike), and type of the numeric settings."""
 SAMPLER_NODES = ("KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced")
 COMFY_SAMPLERS = {
     "euler": "Euler",
@@ -114,14 +123,7 @@ def _invokeai(text: str) -> Provenance | None:
     for key, name in (("prompt", "positive_prompt"), ("negative_prompt", "negative_prompt")):
         if isinstance(data.get(name), str) and data[name]:
             settings[key] = data[name]
-    for key, name, kind in (
-        ("steps", "steps", int),
-        ("guidance", "cfg_scale", float),
-        ("seed", "seed", int),
-        ("width", "width", int),
-        ("height", "height", int),
-        ("strength", "strength", float),
-    ):
+    for key, name, kind in INVOKEAI_NUMBERS:
         _put(settings, key, data.get(name), kind)
     if isinstance(data.get("scheduler"), str):
         settings["scheduler"] = data["scheduler"]
@@ -144,14 +146,7 @@ def _invokeai_2(text: str) -> Provenance | None:
         prompt = prompt[0].get("prompt")
     if isinstance(prompt, str) and prompt:
         settings["prompt"] = prompt
-    for key, name, kind in (
-        ("steps", "steps", int),
-        ("guidance", "cfg_scale", float),
-        ("seed", "seed", int),
-        ("width", "width", int),
-        ("height", "height", int),
-        ("strength", "strength", float),
-    ):
+    for key, name, kind in INVOKEAI_NUMBERS:
         _put(settings, key, image.get(name), kind)
     if isinstance(image.get("sampler"), str):
         settings["scheduler"] = image["sampler"]
