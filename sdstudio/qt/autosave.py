@@ -17,7 +17,6 @@ from PySide6.QtCore import QTimer
 from PySide6.QtWidgets import QMessageBox
 
 from sdstudio.core.document import Document
-from sdstudio.core.project import Result
 from sdstudio.core.recovery import Orphan, RecoverySession, discard, orphans, restore
 from sdstudio.qt.tasks import run_in_background
 
@@ -28,7 +27,8 @@ DEFAULT_MINUTES = 2.0
 
 
 class Autosave:
-    """Mixed into MainWindow (which provides session, settings, set_document, statusBar)."""
+    """Mixed into MainWindow (which provides session, settings, statusBar, and FileHandling's
+    project_snapshot and show_project)."""
 
     recovery: RecoverySession | None = None
     autosave_pause: float = 0.0
@@ -61,9 +61,7 @@ class Autosave:
         ):
             return False  # nothing new since the last save or autosave
         start = time.perf_counter()
-        image, mask = document.image.copy(), document.mask.copy()
-        results = [Result(*kept) for kept in self.session.kept_results()]  # never written to
-        extra = {"parameters": self.session.parameters}
+        image, mask, extra, results = self.project_snapshot(document)  # as a save takes it
         source = document.path
         self.autosave_pause = time.perf_counter() - start
         self._autosave_busy = True
@@ -134,12 +132,7 @@ class Autosave:
         return box.standardButton(box.clickedButton())
 
     def _restored(self, orphan: Orphan, project) -> None:
-        document = Document(project.image, path=orphan_source(orphan))
-        document.mask[...] = project.mask
-        self.set_document(document)
-        parameters = project.extra.get("parameters")  # a file's data: text, or nothing
-        self.session.parameters = parameters if isinstance(parameters, str) else None
-        self.session.restore_results(project.results)
+        document, _ = self.show_project(project, orphan_source(orphan))
         document.modified = True  # not in any file of the person's yet
         self._update_title()
         extra = {k: v for k, v in project.extra.items() if k != "recovery"}

@@ -115,16 +115,31 @@ class FileHandling:
 
         run_in_background(read, opened, self.show_error)
 
-    def _opened_project(self, path: Path, project) -> None:
+    def project_snapshot(self, document: Document) -> tuple:
+        """(image, mask, extra, results) of ``document`` for ``save_project``: copies made on
+        this thread (milliseconds), so the write can run on a worker. Autosave takes the same."""
+        image, mask = document.image.copy(), document.mask.copy()
+        results = [Result(*kept) for kept in self.session.kept_results()]  # never written to
+        extra: dict[str, object] = {"parameters": self.session.parameters}
+        if document.icc_profile:
+            extra["icc_profile"] = base64.b64encode(document.icc_profile).decode("ascii")
+        return image, mask, extra, results
+
+    def show_project(self, project, path: Path | None) -> tuple[Document, int]:
+        """Make a loaded project (or recovered snapshot) the open document: picture, mask,
+        colour profile, parameters and waiting results. Returns it and how many results wait."""
         document = Document(project.image, path=path)
         document.mask[...] = project.mask
         document.icc_profile = _profile_from(project.extra.get("icc_profile"))
         self.set_document(document)
         parameters = project.extra.get("parameters")  # a file's data: text, or nothing
         self.session.parameters = parameters if isinstance(parameters, str) else None
-        if isinstance(self.session.parameters, str):
+        if self.session.parameters is not None:
             self.provenance = read_provenance({"parameters": self.session.parameters})
-        waiting = self.session.restore_results(project.results)
+        return document, self.session.restore_results(project.results)
+
+    def _opened_project(self, path: Path, project) -> None:
+        document, waiting = self.show_project(project, path)
         document.mark_saved()
         self._update_title()
         self._remember_recent(path)
@@ -177,11 +192,7 @@ class FileHandling:
         if path.suffix.lower() != PROJECT:
             path = path.with_suffix(PROJECT)
         document = self._document()
-        image, mask = document.image.copy(), document.mask.copy()  # cheap, on this thread
-        results = [Result(*kept) for kept in self.session.kept_results()]  # immutable arrays
-        extra = {"parameters": self.session.parameters}
-        if document.icc_profile:
-            extra["icc_profile"] = base64.b64encode(document.icc_profile).decode("ascii")
+        image, mask, extra, results = self.project_snapshot(document)
         version = document.version
         self.statusBar().showMessage(f"Saving {path.name} …")
 
