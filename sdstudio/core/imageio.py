@@ -27,6 +27,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
+from sdstudio.core import colour
 from sdstudio.core.errors import ImageLoadError, ImageSaveError
 from sdstudio.core.pixels import to_8bit
 
@@ -203,52 +204,16 @@ def _decode_noting(im: Image.Image, data: bytes) -> Picture:
         except Exception:  # a broken EXIF block: keep the pixels as stored
             log.warning("Ignoring unreadable EXIF orientation", exc_info=True)
         if profile:
-            upright, applied = _to_srgb(upright, profile, notes)
+            upright, applied = colour.to_srgb(upright, profile, notes)
             converted = profile if applied else None
         elif im.mode == "CMYK":
             notes.append("its CMYK (print) colours were converted to RGB without a profile")
         array = _to_array(upright)
-    elif profile and _profile_name(profile) and not _is_srgb(profile):
-        notes.append(f"its colour profile '{_profile_name(profile)}' is not applied (16-bit)")
+    elif profile and (name := colour.profile_name(profile)) and not colour.is_srgb(name):
+        notes.append(f"its colour profile '{name}' is not applied (16-bit)")
     array = np.ascontiguousarray(array)
     array = array if array.flags.writeable else array.copy()
     return Picture(array, tuple(notes), converted, texts)
-
-
-def _profile_name(profile: bytes) -> str:
-    from PIL import ImageCms
-
-    try:
-        return ImageCms.getProfileDescription(ImageCms.ImageCmsProfile(io.BytesIO(profile))).strip()
-    except Exception:  # noqa: BLE001 - an unreadable profile has no name
-        return ""
-
-
-def _is_srgb(profile: bytes) -> bool:
-    return "srgb" in _profile_name(profile).lower().replace(" ", "")
-
-
-def _to_srgb(im: Image.Image, profile: bytes, notes: list[str]) -> tuple[Image.Image, bool]:
-    """``im`` converted from its embedded colour profile to sRGB (8-bit RGB, RGBA, CMYK), and
-    whether the profile was applied."""
-    from PIL import ImageCms
-
-    name = _profile_name(profile)
-    if _is_srgb(profile) or im.mode in ("L", "LA", "1"):
-        return im, False  # grey scans carry grey profiles (gamma 2.2, dot gain): kept as grey
-    if im.mode not in ("RGB", "RGBA", "CMYK"):
-        notes.append(f"its colour profile '{name or 'unnamed'}' is not applied ({im.mode} pixels)")
-        return im, False
-    try:
-        source = ImageCms.ImageCmsProfile(io.BytesIO(profile))
-        srgb = ImageCms.createProfile("sRGB")
-        mode = "RGBA" if im.mode == "RGBA" else "RGB"
-        converted = ImageCms.profileToProfile(im, source, srgb, outputMode=mode)
-    except Exception:  # noqa: BLE001 - a broken profile: the pixels as stored
-        notes.append("its colour profile could not be read; its colours are shown as stored")
-        return (im.convert("RGB") if im.mode == "CMYK" else im), False
-    notes.append(f"converted from its colour profile '{name or 'unnamed'}' to sRGB")
-    return converted, True
 
 
 def _to_array(im: Image.Image) -> np.ndarray:
@@ -312,7 +277,7 @@ def _is_plain_png(im: Image.Image, data: bytes, profile: bytes | None) -> bool:
         and header[3] in (0, 2, 6)
         and "transparency" not in im.info
         and getattr(im, "n_frames", 1) == 1
-        and (not profile or _is_srgb(profile))
+        and (not profile or colour.is_srgb(colour.profile_name(profile)))
     )
 
 
@@ -458,31 +423,12 @@ def _encode(
         options["compression"] = "tiff_lzw"
     picture = Image.fromarray(np.ascontiguousarray(array))
     if icc_profile and fmt != "BMP":
-        picture = _from_srgb(picture, icc_profile)
+        picture = colour.from_srgb(picture, icc_profile)
         if picture.info.get("icc_profile"):
             options["icc_profile"] = picture.info["icc_profile"]
     buffer = io.BytesIO()
     picture.save(buffer, fmt, **options)
     return buffer.getvalue()
-
-
-def _from_srgb(picture: Image.Image, profile: bytes) -> Image.Image:
-    """``picture`` (sRGB) converted into ``profile``, which it then carries in ``info``; as it
-    was if the profile cannot be used (the file is then plain sRGB, which is still right)."""
-    from PIL import ImageCms
-
-    if picture.mode not in ("RGB", "RGBA", "L"):
-        return picture
-    try:
-        target = ImageCms.ImageCmsProfile(io.BytesIO(profile))
-        converted = ImageCms.profileToProfile(
-            picture, ImageCms.createProfile("sRGB"), target, outputMode=picture.mode
-        )
-    except Exception:  # noqa: BLE001 - sRGB pixels without a profile are read as sRGB
-        log.warning("could not convert back into the picture's colour profile", exc_info=True)
-        return picture
-    converted.info["icc_profile"] = profile
-    return converted
 
 
 def _insert_png_text(png: bytes, key: str, text: str) -> bytes:
