@@ -28,7 +28,8 @@ import cv2
 import numpy as np
 
 from sdstudio.core.imageio import load_image, save_image
-from sdstudio.core.project import Result, load_project, save_project
+from sdstudio.core.project import Result, load_project
+from sdstudio.core.project_save import save_project
 
 
 def photo_like(megapixels: float, seed: int = 0) -> np.ndarray:

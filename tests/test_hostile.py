@@ -23,7 +23,8 @@ from PIL import Image
 from sdstudio.cli import main
 from sdstudio.core.errors import SDStudioError
 from sdstudio.core.imageio import load_image, save_image
-from sdstudio.core.project import load_project, save_project
+from sdstudio.core.project import load_project
+from sdstudio.core.project_save import save_project
 
 W, H = 64, 48
 

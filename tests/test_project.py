@@ -22,7 +22,8 @@ from sdstudio.core import project
 from sdstudio.core.errors import ProjectError, SDStudioError
 from sdstudio.core.imageio import save_image
 from sdstudio.core.pixels import to_8bit
-from sdstudio.core.project import Project, load_project, save_project
+from sdstudio.core.project import Project, load_project
+from sdstudio.core.project_save import save_project
 
 EXTRA = {
     "prompt": "a lighthouse at dusk, 灯台 🌅",

@@ -27,7 +27,8 @@ import numpy as np
 
 from sdstudio.core.errors import ProjectError
 from sdstudio.core.paths import data_dir
-from sdstudio.core.project import Project, Result, load_project, save_project
+from sdstudio.core.project import Project, Result, load_project
+from sdstudio.core.project_save import save_project
 
 KEY = "recovery"
 """Where a snapshot's own facts (the person's file, when it was taken) sit in the project's

@@ -18,7 +18,8 @@ from PySide6.QtWidgets import QFileDialog, QMessageBox
 
 from sdstudio.core.document import Document
 from sdstudio.core.imageio import FORMATS, Picture, load_picture, save_image
-from sdstudio.core.project import Result, load_project, save_project
+from sdstudio.core.project import Result, load_project
+from sdstudio.core.project_save import save_project
 from sdstudio.core.provenance import Provenance, read_provenance
 from sdstudio.qt.session import qimage_of
 from sdstudio.qt.tasks import run_in_background
