@@ -30,10 +30,6 @@ from sdstudio.core.paths import data_dir
 from sdstudio.core.project import Project, Result, load_project
 from sdstudio.core.project_save import save_project
 
-KEY = "recovery"
-"""Where a snapshot's own facts (the person's file, when it was taken) sit in the project's
-extra data."""
-
 
 def recovery_dir() -> Path:
     return data_dir() / "recovery"
@@ -82,7 +78,7 @@ class RecoverySession:
         """Write a snapshot (safely: the previous one stays valid until the new one is whole),
         with the waiting ``results`` too."""
         facts = {"source": str(source) if source else None, "saved_at": time.time()}
-        save_project(self.snapshot_path, image, mask, {**(extra or {}), KEY: facts}, results)
+        save_project(self.snapshot_path, image, mask, extra, results)
         _write_facts(self.snapshot_path.with_suffix(".json"), facts)
 
     def clear(self) -> None:

@@ -132,28 +132,20 @@ class Autosave:
         return box.standardButton(box.clickedButton())
 
     def _restored(self, orphan: Orphan, project) -> None:
-        document, _ = self.show_project(project, orphan_source(orphan))
+        source = Path(orphan.source) if orphan.source else None
+        document, _ = self.show_project(project, source)
         document.modified = True  # not in any file of the person's yet
         self._update_title()
-        extra = {k: v for k, v in project.extra.items() if k != "recovery"}
         if self.recovery is None:
             discard(orphan)
-        else:  # safe in this session's own snapshot before the old one goes
-            recovery, image, mask = self.recovery, project.image, project.mask
-            results = project.results
-
-            def forget(_result=None) -> None:
-                discard(orphan)
-
+        else:  # safe in this session's own snapshot (taken as any autosave) before the old goes
+            recovery = self.recovery
+            image, mask, extra, results = self.project_snapshot(document)
             run_in_background(
-                lambda: recovery.autosave(image, mask, extra, orphan_source(orphan), results),
-                forget,
+                lambda: recovery.autosave(image, mask, extra, source, results),
+                lambda _result=None: discard(orphan),
                 lambda message: log.warning("could not re-save a restored snapshot: %s", message),
             )
         self.statusBar().showMessage(
             f"Restored {orphan.describe()}. Save it (Ctrl+S) to keep it.", 15000
         )
-
-
-def orphan_source(orphan: Orphan) -> Path | None:
-    return Path(orphan.source) if orphan.source else None
