@@ -158,12 +158,17 @@ def _read_bytes(name: str) -> bytes:
         raise ImageLoadError(f"'{name}' is a folder, not an image; choose an image file.")
     try:
         return Path(name).read_bytes()
-    except FileNotFoundError as exc:
-        raise ImageLoadError(f"'{name}' does not exist; check the path.") from exc
-    except PermissionError as exc:
-        raise ImageLoadError(f"'{name}' cannot be read: permission denied.") from exc
     except OSError as exc:
-        raise ImageLoadError(f"'{name}' cannot be read: {exc.strerror or exc}.") from exc
+        raise ImageLoadError(_read_failure(name, exc)) from exc
+
+
+def _read_failure(name: str, exc: OSError) -> str:
+    """What to tell the person when a file cannot be read (pictures and projects alike)."""
+    if isinstance(exc, FileNotFoundError):
+        return f"'{name}' does not exist; check the path."
+    if isinstance(exc, PermissionError):
+        return f"'{name}' cannot be read: permission denied."
+    return f"'{name}' cannot be read: {exc.strerror or exc}."
 
 
 def _bomb_message(name: str, data: bytes, exc: Exception) -> str:

@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from sdstudio.core.errors import ProjectError
-from sdstudio.core.imageio import _bomb_message, _decode
+from sdstudio.core.imageio import _bomb_message, _decode, _read_failure
 from sdstudio.core.pixels import to_8bit
 
 SUFFIX = ".ora"
@@ -124,12 +124,8 @@ def _load(path: str, name: str) -> Project:
         raise ProjectError(f"'{name}' is a folder, not a project file; choose an {SUFFIX} file.")
     try:
         archive = zipfile.ZipFile(path)
-    except FileNotFoundError as exc:
-        raise ProjectError(f"'{name}' does not exist; check the path.") from exc
-    except PermissionError as exc:
-        raise ProjectError(f"'{name}' cannot be read: permission denied.") from exc
     except OSError as exc:
-        raise ProjectError(f"'{name}' cannot be read: {exc.strerror or exc}.") from exc
+        raise ProjectError(_read_failure(name, exc)) from exc
     except Exception as exc:  # BadZipFile, or whatever a damaged directory makes zipfile raise
         raise ProjectError(_not_a_zip(path, name)) from exc
     with archive:
