@@ -65,6 +65,14 @@ def open_photo(qtbot, window, tmp_path, photo):
     return window.session.document
 
 
+def remove_masked(qtbot, window, document, mask, timeout=5000):
+    """Mask ``mask`` and run Remove (the model-free fill) until its result waits in the strip."""
+    document.set_mask(mask)
+    count = len(window.session.candidates)
+    window.session.remove()
+    qtbot.waitUntil(lambda: len(window.session.candidates) > count, timeout=timeout)
+
+
 def test_fast_stroke_masks_its_whole_path(qtbot, make_window, tmp_path, photo):
     window = make_window()
     document = open_photo(qtbot, window, tmp_path, photo)
@@ -171,9 +179,7 @@ def test_remove_without_model_then_export_carries_parameters(
 ):
     window = make_window()
     document = open_photo(qtbot, window, tmp_path, photo)
-    document.set_mask(edge_mask)
-    window.session.remove()
-    qtbot.waitUntil(lambda: len(window.session.candidates) == 1, timeout=5000)
+    remove_masked(qtbot, window, document, edge_mask)
     window.session.accept()
     out = tmp_path / "out.png"
     window.export_to(out)
@@ -189,9 +195,7 @@ def test_project_saves_and_reopens_picture_mask_and_parameters(
 ):
     window = make_window()
     document = open_photo(qtbot, window, tmp_path, photo)
-    document.set_mask(edge_mask)
-    window.session.remove()
-    qtbot.waitUntil(lambda: len(window.session.candidates) == 1, timeout=5000)
+    remove_masked(qtbot, window, document, edge_mask)
     window.session.accept()
     document.set_mask(edge_mask[::-1].copy())  # a mask to come back too
     parameters = window.session.parameters
@@ -409,9 +413,7 @@ def test_the_remove_fill_is_chosen_in_the_menu_and_remembered(qtbot, tmp_path, p
     ]
     menu_action.trigger()
     document = open_photo(qtbot, window, tmp_path, photo)
-    document.set_mask(edge_mask)
-    window.session.remove()
-    qtbot.waitUntil(lambda: len(window.session.candidates) == 1, timeout=10000)
+    remove_masked(qtbot, window, document, edge_mask, timeout=10000)
     assert "OpenCV Telea" in window.session.candidates[0].result.parameters
     window.close()
     assert window_with(tmp_path / "s.ini").fill_method == "telea"
@@ -429,9 +431,7 @@ def test_autosave_after_an_accepted_result_and_never_over_the_persons_file(
     document = open_photo(qtbot, window, tmp_path, photo)
     original = (tmp_path / "photo.png").read_bytes()
     assert not window.autosave_now()  # nothing changed yet: nothing written
-    document.set_mask(edge_mask)
-    window.session.remove()
-    qtbot.waitUntil(lambda: len(window.session.candidates) == 1, timeout=5000)
+    remove_masked(qtbot, window, document, edge_mask)
     window.session.accept()  # an accepted result is autosaved at once
     qtbot.waitUntil(lambda: recovery.snapshot_path.exists() and not window._autosave_busy)
     snapshot = load_project(recovery.snapshot_path)
@@ -650,9 +650,7 @@ def test_autosave_keeps_waiting_results_and_recovery_brings_them_back(
     crashed = RecoverySession(folder)
     window.start_autosave(crashed)
     document = open_photo(qtbot, window, tmp_path, photo)
-    document.set_mask(edge_mask)
-    window.session.remove()
-    qtbot.waitUntil(lambda: not window.session.running, timeout=5000)
+    remove_masked(qtbot, window, document, edge_mask)
     assert window.autosave_now()
     qtbot.waitUntil(lambda: not window._autosave_busy, timeout=5000)
     crashed._handle.close()  # the editor dies with a result waiting
