@@ -1,8 +1,11 @@
 """Model references: local folders, hub ids offline, and refusal of anything unsafe."""
 
 import json
+import pickle
+import re
 
 import pytest
+from tiny_models import pickle_trap
 
 from sdstudio.core.errors import ModelError
 from sdstudio.core.request import ModelFamily
@@ -34,12 +37,26 @@ def test_missing_path_and_empty_reference():
         resolve_model("  ")
 
 
-@pytest.mark.parametrize("suffix", [".ckpt", ".pt", ".bin"])
-def test_pickle_files_are_refused_unopened(tmp_path, suffix):
-    evil = tmp_path / f"model{suffix}"
-    evil.write_bytes(b"not even read")
-    with pytest.raises(ModelError, match="pickle"):
-        resolve_model(str(evil))
+def refused_as_pickle(path) -> None:
+    """``resolve_model(path)`` refuses the file in the words of ``models.pickle_refusal`` (not
+    just any error: the message names the path, and pytest names the folder after the test)."""
+    words = (
+        f"'{path}' is a pickle file ({path.suffix}): SD Studio loads only .safetensors weights, "
+        "because pickle files can run code when opened."
+    )
+    with pytest.raises(ModelError, match=f"^{re.escape(words)}"):
+        resolve_model(str(path))
+
+
+@pytest.mark.parametrize("suffix", [".ckpt", ".pt", ".pth", ".bin", ".pkl", ".PT"])
+def test_pickle_files_are_refused_unopened(tmp_path, monkeypatch, suffix):
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # turns implicit loads unsafe
+    marker = tmp_path / "payload-ran"
+    evil = pickle_trap(tmp_path / f"model{suffix}", marker)
+    refused_as_pickle(evil)
+    assert not marker.exists()
+    pickle.loads(evil.read_bytes())  # the trap is real: unpickling runs it
+    assert marker.exists()
 
 
 def copy_model(source, target):
@@ -49,12 +66,34 @@ def copy_model(source, target):
     return target
 
 
-def test_folder_with_only_pickle_weights_is_refused(sd1_model, tmp_path):
-    folder = copy_model(sd1_model, tmp_path / "m")
-    weights = next((folder / "unet").glob("*.safetensors"))
-    weights.rename(weights.with_suffix(".bin"))
-    with pytest.raises(ModelError, match="only pickle weights for its unet"):
+def refused_at_resolve_and_load(folder, words: str) -> None:
+    """Both the reference check and the loader refuse ``folder`` with ``words``."""
+    import torch
+
+    from sdstudio.engine.pipelines import PipelineCache
+
+    with pytest.raises(ModelError, match=words):
         resolve_model(str(folder))
+    with pytest.raises(ModelError, match=words):
+        PipelineCache(device="cpu", dtype=torch.float32).load(str(folder))
+
+
+def test_folder_with_only_pickle_weights_is_refused(sd1_model, tmp_path, monkeypatch):
+    from safetensors.torch import load_file
+
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")
+    folder = copy_model(sd1_model, tmp_path / "m")
+    weights = folder / "unet" / "diffusion_pytorch_model.safetensors"
+    marker = tmp_path / "payload-ran"
+    # The UNet's real weights, pickled with a payload beside them, and no safetensors at all.
+    pickle_trap(weights.with_suffix(".bin"), marker, torch_zip=True, **load_file(weights))
+    weights.unlink()
+    refused_at_resolve_and_load(
+        folder,
+        r"'\S+' has only pickle weights for its unet \(diffusion_pytorch_model\.bin\): SD Studio "
+        r"loads only \.safetensors, because pickle files can run code\.",
+    )
+    assert not marker.exists()
 
 
 def test_custom_code_components_are_refused(sd1_model, tmp_path):
@@ -62,8 +101,16 @@ def test_custom_code_components_are_refused(sd1_model, tmp_path):
     index = json.loads((folder / "model_index.json").read_text())
     index["unet"] = ["my_module", "EvilUNet"]
     (folder / "model_index.json").write_text(json.dumps(index))
-    with pytest.raises(ModelError, match="custom code"):
-        resolve_model(str(folder))
+    marker = tmp_path / "module-ran"
+    code = f"open({str(marker)!r}, 'w').close()\nfrom diffusers import UNet2DConditionModel as EvilUNet\n"
+    for place in (folder / "unet", folder):  # where a custom component's code would be looked for
+        (place / "my_module.py").write_text(code)
+    refused_at_resolve_and_load(
+        folder,
+        r"asks for custom code for its unet \(\['my_module', 'EvilUNet'\]\); SD Studio never runs "
+        "code that comes with a model",
+    )
+    assert not marker.exists()
 
 
 def test_unsupported_pipeline_and_non_model_folder(sd1_model, tmp_path):

@@ -170,3 +170,29 @@ def tiny_sdxl(inpainting: bool = False, width_2: int = 32):
 def save_tiny(pipe, folder: Path) -> Path:
     pipe.save_pretrained(folder, safe_serialization=True)
     return folder
+
+
+class Payload:
+    """Unpickling this writes ``marker``: proof that code in a pickle ran. It pickles as a call
+    to ``pathlib.Path.write_text``, so the pickle names nothing of ours and runs anywhere."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = Path(marker)
+
+    def __reduce__(self):
+        return (Path.write_text, (self.marker, "the payload ran"))
+
+
+def pickle_trap(path: Path, marker: Path, *, torch_zip: bool = False, **tensors) -> Path:
+    """Write a pickle at ``path`` that writes ``marker`` when unpickled: a raw pickle, or torch's
+    zip format (``torch.save``). ``tensors`` go in beside the payload, like real weights."""
+    import pickle
+
+    state = {**tensors, "payload": Payload(marker)}
+    if torch_zip:
+        import torch
+
+        torch.save(state, path)
+    else:
+        path.write_bytes(pickle.dumps(state, protocol=4))
+    return path
