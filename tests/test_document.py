@@ -5,6 +5,7 @@ import pytest
 
 from sdstudio.core.brush import BrushSettings, Tool
 from sdstudio.core.document import Document
+from sdstudio.core.history import TILE
 from sdstudio.core.region import Box
 
 
@@ -200,3 +201,51 @@ def test_modified_follows_saves_undo_and_redo(doc):
 
 def test_undo_with_nothing_to_undo(doc, boxes):
     assert doc.undo() is None and doc.redo() is None and boxes == []
+
+
+def dot(doc: Document, x: int, value: int) -> None:
+    doc.apply_patch(Box(x, 0, x + 1, 1), np.full((1, 1, 3), value, np.uint8), label="Dot")
+
+
+def test_undoing_past_dropped_steps_leaves_the_document_modified(photo):
+    one_step = 2 * TILE * TILE * 3
+    doc = Document(photo.copy(), history_budget=2 * one_step)
+    for value in (10, 20, 30, 40):
+        dot(doc, 0, value)
+    assert doc.history.dropped == 2
+    while doc.can_undo:
+        doc.undo()
+    assert not np.array_equal(doc.image, photo)  # the first two dots cannot be undone
+    assert doc.modified  # so closing asks to save
+
+
+def test_saved_state_is_found_again_after_older_steps_are_dropped(photo):
+    one_step = 2 * TILE * TILE * 3
+    doc = Document(photo.copy(), history_budget=2 * one_step)
+    dot(doc, 0, 10)
+    doc.mark_saved()
+    saved = doc.image.copy()
+    for value in (20, 30):
+        dot(doc, 0, value)
+    assert doc.history.dropped == 1  # the step that led to the saved pixels
+    assert doc.modified
+    while doc.can_undo:
+        doc.undo()
+    np.testing.assert_array_equal(doc.image, saved)
+    assert not doc.modified
+
+
+def test_a_saved_state_on_a_discarded_redo_branch_is_never_reached_again(photo):
+    one_step = 2 * TILE * TILE * 3
+    doc = Document(photo.copy(), history_budget=2 * one_step)
+    dot(doc, 0, 10)
+    dot(doc, 0, 20)
+    doc.mark_saved()  # the file holds the second dot
+    doc.undo()
+    dot(doc, TILE, 30)  # a new branch: the saved step can no longer be redone
+    dot(doc, 0, 40)  # and the first step is dropped
+    assert doc.history.dropped == 1 and not doc.can_redo
+    while doc.can_undo:
+        assert doc.modified
+        doc.undo()
+    assert doc.image[0, 0, 0] == 10 and doc.modified

@@ -167,3 +167,52 @@ def test_state_follows_undo_and_redo():
 def test_invalid_budget():
     with pytest.raises(ValueError, match="budget"):
         History(budget_bytes=0)
+
+
+def test_equal_states_mean_equal_pixels_while_old_steps_are_dropped():
+    # The promise "modified" rests on: whatever edits, undos, redos, discarded redo branches and
+    # dropped steps led there, two moments with the same state hold the same pixels.
+    rng = np.random.default_rng(7)
+    one_entry = 2 * TILE * TILE * 3
+    dropped = 0
+    for _ in range(40):
+        array = np.zeros((TILE, 2 * TILE, 3), np.uint8)
+        history = History(budget_bytes=int(rng.integers(1, 4)) * one_entry)
+        seen = {history.state: array.copy()}
+        for _ in range(14):
+            action = rng.choice(["edit", "edit", "undo", "redo"])
+            if action == "edit":
+                x = int(rng.integers(0, 2 * TILE))
+                edit(history, array, Box(x, 0, x + 1, 1), int(rng.integers(1, 256)))
+            else:
+                getattr(history, action)({"image": array})
+            pixels = seen.setdefault(history.state, array.copy())
+            np.testing.assert_array_equal(array, pixels)
+        dropped += history.dropped
+    assert dropped > 20  # the budget did drop steps along the way
+
+
+def test_undoing_everything_after_a_drop_ends_at_the_state_after_the_last_dropped_step():
+    array = picture(TILE, 3 * TILE)
+    history = History(budget_bytes=2 * 2 * TILE * TILE * 3)  # two entries
+    edit(history, array, Box(0, 0, 1, 1), 1)
+    after_first, pixels_after_first = history.state, array.copy()
+    edit(history, array, Box(TILE, 0, TILE + 1, 1), 2)
+    history.undo({"image": array})
+    edit(history, array, Box(2 * TILE, 0, 2 * TILE + 1, 1), 3)  # discards the redo branch
+    edit(history, array, Box(0, 0, 1, 1), 4)  # drops the first entry
+    assert history.dropped == 1
+    while history.can_undo:
+        history.undo({"image": array})
+    np.testing.assert_array_equal(array, pixels_after_first)
+    assert history.state == after_first
+
+
+def test_clearing_gives_the_layers_a_new_state():
+    array = picture()
+    history = History()
+    edit(history, array, Box(0, 0, 5, 5), 1)
+    before = history.state
+    history.clear()  # e.g. another picture was loaded into the layers
+    assert history.state != before
+    assert not history.can_undo and not history.can_redo and history.bytes_used == 0

@@ -7,6 +7,9 @@ not a copy of the photo.
 Undo writes the ``before`` tiles back into the live array, redo the ``after`` tiles.
 
 When the entries take more than ``budget_bytes``, the oldest are dropped (the newest is kept).
+``state`` names the layers' pixels: an entry's id is the state after it, so once the oldest are
+dropped, undoing everything ends at the state after the last one dropped, never at a state saved
+before it (ids are never reused, and a discarded redo branch takes its ids with it).
 """
 
 from __future__ import annotations
@@ -151,8 +154,9 @@ class History:
             self.dropped += 1
 
     def clear(self) -> None:
-        """Forget every entry (e.g. when another picture is loaded)."""
-        self._base_state = self.state
+        """Forget every entry (e.g. when another picture is loaded): the layers' state gets a
+        new id, so a document saved before is not taken for unmodified after."""
+        self._base_state = next(self._ids)
         self._undo.clear()
         self._redo.clear()
         self._bytes = 0
