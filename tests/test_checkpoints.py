@@ -8,7 +8,7 @@ import pickle
 import numpy as np
 import pytest
 from ldm_convert import save_ldm, tiny_sdxl_for_ldm
-from tiny_models import save_tiny, tiny_sd1
+from tiny_models import pickle_trap, save_tiny, tiny_sd1
 
 from sdstudio.core.errors import ModelError
 from sdstudio.core.request import ModelFamily
@@ -201,10 +201,10 @@ def test_truncated_garbage_and_lying_files_are_clear_errors(tiny, tmp_path):
     ldm = tiny["sd1"][1].read_bytes()
     half = tmp_path / "half.safetensors"
     half.write_bytes(ldm[: len(ldm) // 2])
-    assert "truncated" in refusal(half) and "download it again" in refusal(half)
+    assert "' is truncated (" in refusal(half) and "download it again" in refusal(half)
     cut_header = tmp_path / "cut.safetensors"
     cut_header.write_bytes(ldm[:100])
-    assert "truncated" in refusal(cut_header)
+    assert "' is truncated (" in refusal(cut_header)
     (tmp_path / "empty.safetensors").write_bytes(b"")
     assert "empty" in refusal(tmp_path / "empty.safetensors")
     garbage = tmp_path / "garbage.safetensors"
@@ -215,7 +215,7 @@ def test_truncated_garbage_and_lying_files_are_clear_errors(tiny, tmp_path):
     assert "not a valid .safetensors" in refusal(not_json)
     entry = {"dtype": "F32", "shape": [4, 4], "data_offsets": [0, 64]}
     beyond = header_file(tmp_path / "beyond.safetensors", {"w": entry}, b"\0" * 32)
-    assert "truncated" in refusal(beyond)
+    assert "' is truncated (" in refusal(beyond)
     lies = header_file(
         tmp_path / "lies.safetensors", {"w": {**entry, "shape": [40, 40]}}, b"\0" * 64
     )
@@ -224,46 +224,51 @@ def test_truncated_garbage_and_lying_files_are_clear_errors(tiny, tmp_path):
         tmp_path / "bad.safetensors", {"w": {**entry, "shape": "4x4"}}, b"\0" * 64
     )
     assert "malformed" in refusal(malformed)
-    with pytest.raises(ModelError, match="truncated"):
+    with pytest.raises(ModelError, match=r"^'half\.safetensors' is truncated \("):
         resolve_model(str(half))
 
 
 # -- pickles ---------------------------------------------------------------------------------
 
 
-class Booby:
-    """Unpickling this creates ``marker``: proof that code in a pickle ran."""
-
-    def __init__(self, marker):
-        self.marker = marker
-
-    def __reduce__(self):
-        return (open, (str(self.marker), "w"))
+PICKLE_WORDS = {  # what each refusal says, in its own words (the path aside)
+    "suffix": "is a pickle file ({suffix}): SD Studio loads only .safetensors weights, because "
+    "pickle files can run code when opened.",
+    "content": "is not a safetensors file: it is a pickled PyTorch checkpoint with a .safetensors "
+    "name. SD Studio never opens pickle files, because they can run code",
+}
 
 
 @pytest.mark.parametrize("name", ["model.ckpt", "model.pt", "model.bin", "model.safetensors"])
-def test_pickles_are_refused_and_never_run(tmp_path, name, monkeypatch):
-    import torch
-
+@pytest.mark.parametrize("torch_zip", [False, True], ids=["raw", "torch-zip"])
+def test_pickles_are_refused_and_never_run(tmp_path, name, torch_zip, monkeypatch):
     from sdstudio.engine.pipelines import PipelineCache
 
-    marker = tmp_path / "pwned"
-    evil = tmp_path / name
-    evil.write_bytes(pickle.dumps({"state_dict": Booby(marker)}, protocol=4))
+    monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # turns implicit loads unsafe
+    marker = tmp_path / "payload-ran"
+    evil = pickle_trap(tmp_path / name, marker, torch_zip=torch_zip, w=np.zeros(3))
+    suffix = evil.suffix
+    words = PICKLE_WORDS["content" if suffix == ".safetensors" else "suffix"].format(suffix=suffix)
     for attempt in (
         lambda: resolve_model(str(evil)),
         lambda: inspect_checkpoint(evil),
         lambda: load_single_file(evil),
         lambda: PipelineCache(device="cpu").load(str(evil)),
     ):
-        with pytest.raises(ModelError, match="pickle"):
+        with pytest.raises(ModelError) as caught:
             attempt()
-    zipped = tmp_path / "zipped.safetensors"  # torch.save's zip format, renamed
-    torch.save({"w": Booby(marker)}, zipped)
-    with pytest.raises(ModelError, match="pickled PyTorch checkpoint"):
-        resolve_model(str(zipped))
+        message = str(caught.value)
+        assert words in message, message
+        assert message.startswith((f"'{evil}' ", f"'{evil.name}' "))  # then the words, no other
     assert not marker.exists()
-    pickle.loads(evil.read_bytes())  # the trap is real: unpickling does run it
+    if torch_zip:  # the trap is real: unpickling runs it
+        import torch
+
+        copy = tmp_path / "copy.pt"  # torch.load reads a .safetensors name as safetensors
+        copy.write_bytes(evil.read_bytes())
+        torch.load(copy, weights_only=False)
+    else:
+        pickle.loads(evil.read_bytes())
     assert marker.exists()
 
 

@@ -102,7 +102,8 @@ def test_custom_code_components_are_refused(sd1_model, tmp_path):
     index["unet"] = ["my_module", "EvilUNet"]
     (folder / "model_index.json").write_text(json.dumps(index))
     marker = tmp_path / "module-ran"
-    code = f"open({str(marker)!r}, 'w').close()\nfrom diffusers import UNet2DConditionModel as EvilUNet\n"
+    code = f"open({str(marker)!r}, 'w').close()\n"
+    code += "from diffusers import UNet2DConditionModel as EvilUNet\n"
     for place in (folder / "unet", folder):  # where a custom component's code would be looked for
         (place / "my_module.py").write_text(code)
     refused_at_resolve_and_load(
