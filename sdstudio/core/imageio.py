@@ -14,7 +14,6 @@ import logging
 import os
 import re
 import struct
-import tempfile
 import warnings
 import zlib
 from collections.abc import Callable
@@ -27,7 +26,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 from PIL.PngImagePlugin import PngInfo
 
-from sdstudio.core import colour
+from sdstudio.core import colour, temporaries
 from sdstudio.core.errors import ImageLoadError, ImageSaveError
 from sdstudio.core.pixels import to_8bit
 
@@ -472,15 +471,17 @@ def _write_atomically(
     """Write ``payload`` to a temporary file beside ``target``, fsync it, let ``before_replace``
     check it (projects read it back and keep a backup), then swap it in and fsync the folder.
     Any failure removes the temporary file, leaves ``target`` as it was and raises ``error``
-    (OSErrors become a message saying what to do)."""
+    (OSErrors become a message saying what to do). Temporary files of ``target`` that killed
+    saves left behind are removed first (``core.temporaries``)."""
     folder = target.parent
     if not folder.is_dir():
         raise error(
             f"Cannot save '{name}': the folder '{folder}' does not exist. "
             "Create it or choose another folder."
         )
+    temporaries.remove_stale(target)  # those of earlier saves that were killed
     try:
-        handle, temporary = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
+        handle, temporary = temporaries.create(target)
     except OSError as exc:
         raise error(_save_failure(name, folder, exc)) from exc
     try:
@@ -499,6 +500,8 @@ def _write_atomically(
         if isinstance(exc, OSError):
             raise error(_save_failure(name, folder, exc)) from exc
         raise
+    finally:
+        temporaries.done(temporary)
     with contextlib.suppress(OSError, AttributeError):  # make the renames durable (POSIX)
         folder_handle = os.open(folder, os.O_RDONLY)
         try:

@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from sdstudio.core import temporaries
 from sdstudio.core.errors import ProjectError
 from sdstudio.core.imageio import _bomb_message, _decode, _read_failure
 from sdstudio.core.pixels import to_8bit
@@ -115,6 +116,7 @@ class Project:
 def load_project(path: str | os.PathLike[str]) -> Project:
     """Read an OpenRaster file. Anything unreadable, unsafe or not OpenRaster -> ProjectError."""
     name = os.fspath(path)
+    temporaries.remove_stale(name)  # those of saves of it that were killed
     return _load(name, name)
 
 

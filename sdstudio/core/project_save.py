@@ -11,9 +11,7 @@ import contextlib
 import io
 import json
 import os
-import secrets
 import shutil
-import tempfile
 import time
 import xml.etree.ElementTree as ET
 import zipfile
@@ -24,7 +22,7 @@ import numpy as np
 from PIL import Image
 
 from sdstudio import __version__
-from sdstudio.core import project
+from sdstudio.core import project, temporaries
 from sdstudio.core.errors import ProjectError
 from sdstudio.core.imageio import _encode, _write_atomically
 from sdstudio.core.pixels import to_8bit
@@ -288,17 +286,17 @@ def _keep_backup(name: str, target: Path) -> None:
             f"({exc.strerror or exc}). Move or delete '{backup}', or save under another name. "
             "The previous file is unchanged."
         ) from exc
+    finally:
+        if copy is not None:
+            temporaries.done(copy)
 
 
 def _backup_copy(target: Path) -> str:
     """A temporary name in the target's folder for the target's current content: a hard link
     (instant) or, where the file system has none, a copy."""
-    prefix = f".{target.name}{BACKUP_SUFFIX}."
-    link = target.with_name(f"{prefix}{secrets.token_hex(6)}.tmp")
     with contextlib.suppress(OSError):
-        os.link(target, link)
-        return str(link)
-    handle, copy = tempfile.mkstemp(prefix=prefix, suffix=".tmp", dir=target.parent)
+        return temporaries.link(target)
+    handle, copy = temporaries.create(target, backup=True)
     try:
         with os.fdopen(handle, "wb") as file, open(target, "rb") as source:
             shutil.copyfileobj(source, file, 2**20)
@@ -308,5 +306,6 @@ def _backup_copy(target: Path) -> str:
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(copy)
+        temporaries.done(copy)
         raise
     return copy
