@@ -18,11 +18,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from sdstudio.core import project
+from sdstudio.core import project, project_save
 from sdstudio.core.errors import ProjectError, SDStudioError
 from sdstudio.core.imageio import save_image
 from sdstudio.core.pixels import to_8bit
-from sdstudio.core.project import Project, load_project
+from sdstudio.core.project import Project, Result, load_project
 from sdstudio.core.project_save import save_project
 
 EXTRA = {
@@ -305,6 +305,76 @@ def test_verify_mismatch_keeps_the_old_file(saved, monkeypatch):
     monkeypatch.setattr(project, "_load", flip_a_bit)
     with pytest.raises(ProjectError, match=r"does not read back the same \(picture differ"):
         save_project(target, rng_pixels((48, 64, 3), seed=9))
+    assert target.read_bytes() == before
+    assert listing(target.parent) == ["work.ora"]
+
+
+def write_instead(monkeypatch, change) -> None:
+    """Make the writer put what ``change(settings, results)`` returns on disk, while the check
+    still expects what was asked for (what a failing disk or memory does)."""
+    real_archive = project_save._archive
+
+    def archive(image, mask, settings, results=()):
+        document, results = change(json.loads(settings), list(results))
+        return real_archive(image, mask, json.dumps(document).encode(), tuple(results))
+
+    monkeypatch.setattr(project_save, "_archive", archive)
+
+
+def test_read_back_settings_that_differ_keep_the_old_file(saved, monkeypatch):
+    target, image, mask = saved
+    before = target.read_bytes()
+
+    def other_seed(document, results):
+        document["extra"]["seed"] += 1
+        return document, results
+
+    write_instead(monkeypatch, other_seed)
+    with pytest.raises(ProjectError, match=r"does not read back the same \(settings differ\)"):
+        save_project(target, image, mask, EXTRA)
+    assert target.read_bytes() == before
+    assert listing(target.parent) == ["work.ora"]
+
+
+def moved(result: Result) -> Result:
+    return Result(result.patch, result.x + 1, result.y, result.info)
+
+
+def repainted(result: Result) -> Result:
+    patch = result.patch.copy()
+    patch[0, 0, 0] ^= 1
+    return Result(patch, result.x, result.y, result.info)
+
+
+def other_info(document: dict, results: list[Result]) -> tuple[dict, list[Result]]:
+    document["results"][1]["seed"] = 2
+    return document, results
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda document, results: (document, [results[0], moved(results[1])]),
+        lambda document, results: (document, [results[0], repainted(results[1])]),
+        other_info,
+        lambda document, results: (
+            {**document, "results": document["results"][:1]},
+            results[:1],
+        ),
+    ],
+    ids=["moved", "repainted", "other-info", "one-missing"],
+)
+def test_read_back_waiting_results_that_differ_keep_the_old_file(saved, monkeypatch, change):
+    target, image, mask = saved
+    before = target.read_bytes()
+    rng = np.random.default_rng(5)
+    results = [
+        Result(rng.integers(0, 256, (8, 8, 3), dtype=np.uint8), 2, 3, {"seed": 1}),
+        Result(rng.integers(0, 256, (6, 9, 3), dtype=np.uint8), 4, 5, {"seed": 7}),
+    ]
+    write_instead(monkeypatch, change)
+    with pytest.raises(ProjectError, match=r"does not read back the same \(results differ\)"):
+        save_project(target, image, mask, EXTRA, results)
     assert target.read_bytes() == before
     assert listing(target.parent) == ["work.ora"]
 
