@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sdstudio.engine.classical import classical_fill
-from sdstudio.engine.fill import DEFAULT_METHOD, METHODS, fill, get_method
+from sdstudio.engine.fill import DEFAULT_METHOD, METHODS, PROGRESSIVE, fill, get_method
 from sdstudio.engine.streaming import RunCancelled
 
 ALL = list(METHODS)
@@ -87,11 +87,45 @@ def test_stripes_continue_better_with_exemplars_than_with_telea():
 
 
 @pytest.mark.parametrize("method", ALL)
-def test_cancel_raises(method):
+def test_a_fill_cancelled_before_it_starts_raises(method):
     cancel = threading.Event()
     cancel.set()
     with pytest.raises(RunCancelled):
         fill(textured(), box_mask(72, 96, 20, 50, 30, 70), method, cancel)
+
+
+@pytest.mark.parametrize("method", sorted(PROGRESSIVE))
+def test_a_fill_cancelled_from_another_thread_while_it_runs_stops_within_a_level(method):
+    """The person presses Cancel (another thread sets the event) once the first pyramid level is
+    done: the fill raises at its next check, without working through the levels left."""
+    image = np.tile(grain(), (2, 2, 1))  # 192 x 256: a 90 px hole takes several levels
+    mask = box_mask(192, 256, 50, 140, 80, 170)
+    cancel, asked, pressed = threading.Event(), threading.Event(), threading.Event()
+    calls = []
+
+    def person():
+        asked.wait(30)
+        cancel.set()
+        pressed.set()
+
+    def progress(done, total):
+        calls.append((done, total, cancel.is_set()))
+        if len(calls) == 1:
+            asked.set()  # the fill is under way: let the person press Cancel ...
+            pressed.wait(30)  # ... and go on only once they have
+
+    thread = threading.Thread(target=person)
+    thread.start()
+    try:
+        with pytest.raises(RunCancelled):
+            METHODS[method](image, mask, cancel, progress)
+    finally:
+        asked.set()
+        thread.join()
+    assert cancel.is_set()
+    total = calls[0][1]
+    assert total >= 3  # levels were left to do when Cancel came
+    assert len(calls) == 1, calls  # not one more level after it
 
 
 @pytest.mark.parametrize("method", ALL)

@@ -9,12 +9,14 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from sdstudio.core.errors import RequestError
-from sdstudio.core.mask import grow
+from sdstudio.core.mask import bounding_box, grow
 from sdstudio.core.metadata import format_fill_parameters
+from sdstudio.core.pixels import to_rgb8
+from sdstudio.core.region import Box
 from sdstudio.core.request import GenerationRequest, Mode
 from sdstudio.engine import inpaint
 from sdstudio.engine.events import Cancelled, Event, Finished, Started, Step
-from sdstudio.engine.fill import DEFAULT_METHOD, LABELS, get_method, resolve
+from sdstudio.engine.fill import DEFAULT_METHOD, context, filled, get_method
 from sdstudio.engine.streaming import RunCancelled, failure_event
 
 HALO = 2
@@ -39,6 +41,39 @@ def classical_fill(
     if not mask.any():
         return rgb.copy()
     return get_method(method)(np.ascontiguousarray(rgb), mask, cancel)
+
+
+def fill_crop(
+    request: GenerationRequest,
+    crop: inpaint.InpaintCrop,
+    method: str = DEFAULT_METHOD,
+    cancel: threading.Event | None = None,
+    halo: int = 0,
+) -> tuple[np.ndarray, str]:
+    """``crop.rgb`` with ``crop.fill_mask`` (grown by ``halo``) filled, and what ran, in words.
+
+    The fill reads the picture around the crop as far as it needs (``fill.context``: for a large
+    hole, as far again as the hole is large), so it fills as it would from the whole picture; a
+    crop of the mask's box alone leaves a large hole too little to copy texture from. Only that
+    window is converted, never the whole of a large photo around a small hole."""
+    assert request.image is not None
+    height, width = request.image.shape[:2]
+    box = crop.box
+    hole = bounding_box(crop.fill_mask)
+    if hole is None:
+        return filled(crop.rgb, crop.fill_mask, method, cancel)
+    hole = Box(hole.x0 + box.x0, hole.y0 + box.y0, hole.x1 + box.x0, hole.y1 + box.y0)
+    window = hole.expand(halo + context(hole.height + 2 * halo, hole.width + 2 * halo))
+    window = window.clamp(width, height).union(box)
+    inner = (
+        slice(box.y0 - window.y0, box.y1 - window.y0),
+        slice(box.x0 - window.x0, box.x1 - window.x0),
+    )
+    mask = np.zeros((window.height, window.width), np.uint8)
+    mask[inner] = crop.fill_mask
+    rgb = to_rgb8(request.image[window.slices])
+    out, ran = filled(rgb, grow(mask, halo), method, cancel)
+    return out[inner], ran
 
 
 class ClassicalFillEngine:
@@ -68,13 +103,10 @@ class ClassicalFillEngine:
         if cancel.is_set():
             yield Cancelled()
             return
-        fill_mask = crop.fill_mask
-        if request.mode is Mode.REMOVE:
-            fill_mask = grow(fill_mask, HALO)
+        halo = HALO if request.mode is Mode.REMOVE else 0
         try:
-            method = resolve(self.method, fill_mask)  # the label names what really ran
-            filled = classical_fill(crop.rgb, fill_mask, method, cancel)
-            patch = inpaint.finish(request.with_(color_match=False), crop, filled)
+            rgb, ran = fill_crop(request, crop, self.method, cancel, halo)
+            patch = inpaint.finish(request.with_(color_match=False), crop, rgb)
         except RunCancelled:
             yield Cancelled()
             return
@@ -87,7 +119,5 @@ class ClassicalFillEngine:
             return
         assert request.image is not None
         height, width = request.image.shape[:2]
-        parameters = format_fill_parameters(
-            request, width=width, height=height, method=LABELS[method]
-        )
+        parameters = format_fill_parameters(request, width=width, height=height, method=ran)
         yield Finished(patch, crop.box, parameters, request)

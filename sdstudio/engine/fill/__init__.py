@@ -2,6 +2,8 @@
 
 ``rgb`` is H x W x 3 uint8, ``mask`` H x W uint8 (non-zero = fill). Pixels outside the mask come
 back unchanged; a set ``cancel`` event raises ``sdstudio.engine.streaming.RunCancelled``.
+``filled`` also says what ran, in words: the exemplar fills smooth a part of the hole that has no
+intact patch around it, and the label then says so instead of naming the method asked for.
 """
 
 from __future__ import annotations
@@ -12,9 +14,10 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from sdstudio.engine.fill._common import Report
 from sdstudio.engine.fill.hybrid import structure_texture
 from sdstudio.engine.fill.opencv import navier_stokes, telea
-from sdstudio.engine.fill.patchmatch import patchmatch
+from sdstudio.engine.fill.patchmatch import margin, patchmatch
 from sdstudio.engine.fill.smooth import harmonic
 
 FillMethod = Callable[..., np.ndarray]
@@ -48,12 +51,18 @@ def choose(mask: np.ndarray) -> str:
     return "harmonic"
 
 
-def auto(rgb: np.ndarray, mask: np.ndarray, cancel: threading.Event | None = None, progress=None):
+def auto(
+    rgb: np.ndarray,
+    mask: np.ndarray,
+    cancel: threading.Event | None = None,
+    progress=None,
+    report: Report | None = None,
+):
     """The membrane over the hole's thin parts, then structure + texture over its thick ones."""
     thin, thick = split(mask)
     out = harmonic(rgb, thin.view(np.uint8), cancel) if thin.any() else rgb
     if thick.any() or not thin.any():
-        out = structure_texture(out, thick.view(np.uint8), cancel, progress)
+        out = structure_texture(out, thick.view(np.uint8), cancel, progress, report=report)
     return out
 
 
@@ -73,8 +82,13 @@ LABELS = {
     "structure-texture": "Smooth shading + PatchMatch texture (no model)",
     "auto": "Texture fill, or smooth for thin holes (no model)",
 }
+SMOOTHED_LABEL = (
+    "Smooth membrane fill (no model; too little picture around the hole to copy texture from)"
+)
+"""What ran when an exemplar fill found no intact patch around any part of the hole."""
 PROGRESSIVE = {"patchmatch", "structure-texture", "auto"}
-"""Methods that take a ``progress(i, n)`` callback (one call per pyramid level)."""
+"""Methods that take a ``progress(i, n)`` callback (one call per pyramid level) and a ``report``
+of what ran."""
 DEFAULT_METHOD = "auto"
 """Chosen by bench_fill.py (8 photos at 1 megapixel, blobs, strokes and blocks) and by looking at
 the results at 100%: over large holes structure + texture beats Telea on PSNR and keeps the
@@ -88,6 +102,21 @@ def resolve(name: str, mask: np.ndarray) -> str:
     """The concrete method ``name`` runs for this mask (only "auto" depends on the mask)."""
     get_method(name)
     return choose(mask) if name == "auto" else name
+
+
+def label(name: str, report: Report) -> str:
+    """What ran, in words, for the method ``name`` as ``resolve`` gives it and its ``report``."""
+    if not report.smoothed:
+        return LABELS[name]
+    if not report.textured:
+        return SMOOTHED_LABEL
+    return LABELS[name].replace("(no model)", "(no model; smooth where too little picture is near)")
+
+
+def context(height: int, width: int) -> int:
+    """How many pixels around a hole's bounding box (``height`` x ``width``) any fill reads: given
+    that much picture, every method fills as it would from the whole picture."""
+    return margin(height, width)
 
 
 def get_method(name: str) -> FillMethod:
@@ -107,4 +136,32 @@ def fill(
     return get_method(method)(rgb, mask, cancel)
 
 
-__all__ = ["DEFAULT_METHOD", "LABELS", "METHODS", "PROGRESSIVE", "fill", "get_method", "resolve"]
+def filled(
+    rgb: np.ndarray,
+    mask: np.ndarray,
+    method: str = DEFAULT_METHOD,
+    cancel: threading.Event | None = None,
+    progress=None,
+) -> tuple[np.ndarray, str]:
+    """``fill``, and what ran, in words (a ``LABELS`` value, or ``SMOOTHED_LABEL`` and the like
+    where the exemplar fill found nothing to copy)."""
+    name = resolve(method, mask)
+    if method not in PROGRESSIVE:
+        return METHODS[method](rgb, mask, cancel), LABELS[name]
+    report = Report()
+    out = METHODS[method](rgb, mask, cancel, progress, report=report)
+    return out, label(name, report)
+
+
+__all__ = [
+    "DEFAULT_METHOD",
+    "LABELS",
+    "METHODS",
+    "PROGRESSIVE",
+    "SMOOTHED_LABEL",
+    "context",
+    "fill",
+    "filled",
+    "get_method",
+    "resolve",
+]

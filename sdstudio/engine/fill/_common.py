@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -42,6 +43,16 @@ def hole_box(hole: np.ndarray, margin: int) -> tuple[int, int, int, int]:
         max(0, cols[0] - margin),
         min(w, cols[-1] + 1 + margin),
     )
+
+
+@dataclass
+class Report:
+    """What an exemplar fill did, part by part of the hole, so its label can say what ran:
+    ``textured`` parts were filled from patches of the picture, ``smoothed`` ones got the
+    membrane instead because no intact patch lay around them."""
+
+    textured: int = 0
+    smoothed: int = 0
 
 
 MAX_GROUPS = 16

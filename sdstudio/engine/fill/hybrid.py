@@ -27,8 +27,8 @@ import threading
 import cv2
 import numpy as np
 
-from sdstudio.engine.fill._common import fill_in_box
-from sdstudio.engine.fill.patchmatch import NoSources, Progress, exemplar, work_box
+from sdstudio.engine.fill._common import Progress, Report, fill_in_box
+from sdstudio.engine.fill.patchmatch import exemplar_or_none, work_box
 from sdstudio.engine.fill.smooth import solve
 
 DETAIL_SIGMA = 16.0
@@ -40,15 +40,16 @@ def structure_texture(
     cancel: threading.Event | None = None,
     progress: Progress | None = None,
     seed: int = 0,
+    report: Report | None = None,
 ) -> np.ndarray:
-    """Exemplar texture over the membrane's shading."""
+    """Exemplar texture over the membrane's shading. A part of the hole with no intact patch
+    around it gets the membrane alone, noted in ``report``."""
 
     def fill(crop: np.ndarray, sub: np.ndarray, part: Progress | None) -> np.ndarray:
-        try:
-            texture = exemplar(crop, sub, cancel, part, seed)
-        except NoSources:
-            return solve(crop, sub, cancel)
+        texture = exemplar_or_none(crop, sub, cancel, part, seed, report)
         smooth = solve(crop, sub, cancel)
+        if texture is None:
+            return smooth
         return cv2.GaussianBlur(smooth, (0, 0), DETAIL_SIGMA) + (
             texture - cv2.GaussianBlur(texture, (0, 0), DETAIL_SIGMA)
         )

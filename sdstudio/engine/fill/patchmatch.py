@@ -17,7 +17,7 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from sdstudio.engine.fill._common import Progress, check_cancel, fill_in_box, hole_box
+from sdstudio.engine.fill._common import Progress, Report, check_cancel, fill_in_box, hole_box
 from sdstudio.engine.fill.smooth import solve
 
 PATCH = 7
@@ -25,6 +25,8 @@ R = PATCH // 2
 COARSEST = 3.0
 """Stop shrinking once the hole is at most this many pixels from its edge."""
 MIN_SIDE = 24
+MIN_MARGIN = 48
+"""The least picture, in pixels around a hole's bounding box, that the exemplar fills draw from."""
 FINE_ROUNDS = 2
 """EM rounds at the finest level (coarser levels take 4, the coarsest 6); a third changed no
 score on bench_fill.py and cost 20% more time."""
@@ -54,22 +56,50 @@ def patchmatch(
     cancel: threading.Event | None = None,
     progress: Progress | None = None,
     seed: int = 0,
+    report: Report | None = None,
 ) -> np.ndarray:
-    """Fill the hole with texture copied from the rest of the picture (deterministic for a seed)."""
+    """Fill the hole with texture copied from the rest of the picture (deterministic for a seed).
+    A part of the hole with no intact patch around it gets the membrane, noted in ``report``."""
 
     def fill(crop: np.ndarray, sub: np.ndarray, part: Progress | None) -> np.ndarray:
-        try:
-            return exemplar(crop, sub, cancel, part, seed)
-        except NoSources:  # the hole leaves no intact patch to copy: smooth fill instead
-            return solve(crop, sub, cancel)
+        texture = exemplar_or_none(crop, sub, cancel, part, seed, report)
+        return solve(crop, sub, cancel) if texture is None else texture
 
     return fill_in_box(rgb, mask, cancel, work_box, fill, progress)
 
 
+def margin(height: int, width: int) -> int:
+    """How far around a hole's bounding box (``height`` x ``width``) the exemplar fills take
+    sources from: the hole's own size, at least ``MIN_MARGIN``. Give a fill this much picture
+    around the hole and it fills as it would from the whole picture."""
+    return max(MIN_MARGIN, height - 1, width - 1)
+
+
 def work_box(hole: np.ndarray) -> tuple[int, int, int, int]:
-    """The hole's bounding box grown by its own size (at least 48 px): where sources come from."""
+    """The hole's bounding box grown by ``margin``: where sources come from."""
     rows, cols = np.flatnonzero(hole.any(1)), np.flatnonzero(hole.any(0))
-    return hole_box(hole, max(48, rows[-1] - rows[0], cols[-1] - cols[0]))
+    return hole_box(hole, margin(rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1))
+
+
+def exemplar_or_none(
+    image: np.ndarray,
+    hole: np.ndarray,
+    cancel: threading.Event | None,
+    progress: Progress | None,
+    seed: int,
+    report: Report | None,
+) -> np.ndarray | None:
+    """``exemplar``, or None when the hole leaves no intact patch to copy; ``report`` counts
+    which it was."""
+    try:
+        texture = exemplar(image, hole, cancel, progress, seed)
+    except NoSources:
+        if report is not None:
+            report.smoothed += 1
+        return None
+    if report is not None:
+        report.textured += 1
+    return texture
 
 
 def exemplar(
