@@ -1,5 +1,6 @@
 """The diffusers engine on tiny random pipelines, loaded through the user's model-reference path."""
 
+import contextlib
 import threading
 
 import numpy as np
@@ -90,31 +91,65 @@ def test_picture_layout_and_depth_kept(engine, sd1_inpaint_model, photo, edge_ma
         np.testing.assert_array_equal(result[:, :, 3], image[:, :, 3])
 
 
-def test_cancel_mid_run_leaves_no_result_and_engine_reusable(
+@contextlib.contextmanager
+def unet_calls(engine, model: str, cancel: threading.Event, hold_at: int):
+    """Count the UNet forward calls begun and ended inside the block. Call ``hold_at`` waits for
+    ``cancel`` (30 s at most) before it begins: the step under way when the person cancels, held
+    so that the test does not race the generation thread."""
+    from sdstudio.engine.pipelines import Task
+
+    _, pipe = engine.cache.pipeline(model, Task.INPAINT)  # the pipeline the engine runs
+    calls = {"begun": 0, "ended": 0}
+
+    def before(_module, _args):
+        calls["begun"] += 1
+        if calls["begun"] == hold_at:
+            cancel.wait(timeout=30)
+
+    def after(_module, _args, _output):
+        calls["ended"] += 1
+
+    handles = [pipe.unet.register_forward_pre_hook(before), pipe.unet.register_forward_hook(after)]
+    try:
+        yield calls
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
+def test_cancel_mid_run_stops_within_the_step_and_the_next_run_is_unchanged(
     engine, sd1_inpaint_model, photo, edge_mask
 ):
     request = inpaint_request(sd1_inpaint_model, photo, edge_mask, steps=6)
+    uninterrupted = finished(run_all(engine, request)).patch
     cancel = threading.Event()
     events = []
-    for event in engine.run(request, cancel):
-        events.append(event)
-        if isinstance(event, Step) and event.index == 2:
-            cancel.set()
+    with unet_calls(engine, sd1_inpaint_model, cancel, hold_at=3) as calls:
+        for event in engine.run(request, cancel):
+            events.append(event)
+            if isinstance(event, Step) and event.index == 2:
+                cancel.set()  # the third step is about to begin
     assert isinstance(events[-1], Cancelled)
     assert not any(isinstance(e, Finished) for e in events)
-    assert len([e for e in events if isinstance(e, Step)]) <= 3
-    # The same request afterwards gives what an uninterrupted run gives.
-    a = finished(run_all(engine, request)).patch
-    b = finished(run_all(engine, request)).patch
-    np.testing.assert_array_equal(a, b)
+    assert [e.index for e in events if isinstance(e, Step)] == [1, 2]
+    assert calls == {"begun": 3, "ended": 2}  # the third step was cut inside the UNet
+    # The pipeline is reusable and deterministic: the same request now gives exactly what the
+    # uninterrupted run gave.
+    np.testing.assert_array_equal(finished(run_all(engine, request)).patch, uninterrupted)
 
 
 def test_closing_the_iterator_cancels(engine, sd1_inpaint_model, photo, edge_mask):
-    iterator = engine.run(
-        inpaint_request(sd1_inpaint_model, photo, edge_mask, steps=6), threading.Event()
-    )
-    assert isinstance(next(iterator), Started)
-    iterator.close()  # must return promptly, having stopped the run
+    request = inpaint_request(sd1_inpaint_model, photo, edge_mask, steps=6)
+    cancel = threading.Event()
+    with unet_calls(engine, sd1_inpaint_model, cancel, hold_at=1) as calls:
+        iterator = engine.run(request, cancel)
+        assert isinstance(next(iterator), Started)
+        iterator.close()  # the caller lets go while the first step waits to begin
+        # The generation thread runs one thing at a time: this run starts once that one ended.
+        empty = request.with_(mask=np.zeros_like(edge_mask))
+        last = run_all(engine, empty)[-1]
+        assert isinstance(last, Failed) and "mask is empty" in last.message
+    assert calls == {"begun": 1, "ended": 0}  # stopped inside the step under way, no other
 
 
 def test_plain_unet_inpaints_through_latent_blending(engine, sd1_model, photo, edge_mask):
