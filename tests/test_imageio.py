@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 from PIL.PngImagePlugin import PngInfo
+from unprivileged import reachable_folder, run_unprivileged
 
 from sdstudio.core.errors import ImageLoadError, ImageSaveError
 from sdstudio.core.imageio import load_image, read_parameters, save_image
@@ -391,17 +392,32 @@ def test_overwrite_replaces_content_and_keeps_mode(tmp_path):
     assert listing(tmp_path) == ["x.png"]
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root ignores modes")
-def test_save_into_read_only_folder(tmp_path):
-    folder = tmp_path / "locked"
-    folder.mkdir()
-    folder.chmod(0o500)
-    try:
-        with pytest.raises(ImageSaveError, match="permission denied"):
-            save_image(folder / "x.png", rng_pixels((4, 4, 3)))
+def test_save_into_read_only_folder():
+    # Root ignores file modes: the save runs as an unprivileged user (see tests/unprivileged.py).
+    with reachable_folder() as root:
+        folder = root / "locked"
+        folder.mkdir()
+        folder.chmod(0o555)
+        output = run_unprivileged(
+            """
+            import sys
+            import numpy as np
+            from sdstudio.core.errors import ImageSaveError
+            from sdstudio.core.imageio import save_image
+
+            drop_privileges()
+            try:
+                save_image(sys.argv[1], np.ones((4, 4, 3), np.uint8), "a prompt")
+            except ImageSaveError as exc:
+                print(exc)
+            """,
+            str(folder / "x.png"),
+        )
+        assert output.strip() == (
+            f"Cannot save '{folder / 'x.png'}': permission denied in '{folder}'. Choose a folder "
+            "you can write to. The previous file, if any, is unchanged."
+        )
         assert listing(folder) == []
-    finally:
-        folder.chmod(0o700)
 
 
 def test_saved_16bit_png_is_a_valid_png_for_pillow(tmp_path):

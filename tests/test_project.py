@@ -17,8 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from unprivileged import UNUSED_PID, reachable_folder, run_unprivileged
 
-from sdstudio.core import project, project_save
+from sdstudio.core import project, project_save, temporaries
 from sdstudio.core.errors import ProjectError, SDStudioError
 from sdstudio.core.imageio import save_image
 from sdstudio.core.pixels import to_8bit
@@ -390,20 +391,38 @@ def test_unreadable_written_file_is_not_put_in_place(saved, monkeypatch):
     assert listing(target.parent) == ["work.ora"]
 
 
-@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() == 0, reason="root ignores modes")
-def test_save_into_read_only_folder(tmp_path):
-    folder = tmp_path / "locked"
-    folder.mkdir()
-    save_project(folder / "x.ora", rng_pixels((4, 4, 3)))
-    before = (folder / "x.ora").read_bytes()
-    folder.chmod(0o500)
-    try:
-        with pytest.raises(ProjectError, match="permission denied.*Choose a folder"):
-            save_project(folder / "x.ora", rng_pixels((4, 4, 3), seed=1))
-        assert listing(folder) == ["x.ora"]
-        assert (folder / "x.ora").read_bytes() == before
-    finally:
-        folder.chmod(0o700)
+def test_save_into_read_only_folder():
+    # Root ignores file modes: the save runs as an unprivileged user (see tests/unprivileged.py).
+    with reachable_folder() as root:
+        folder = root / "locked"
+        folder.mkdir()
+        target = folder / "x.ora"
+        save_project(target, rng_pixels((4, 4, 3)))
+        leftover = folder / f".x.ora.{UNUSED_PID}-{temporaries._HOST}-abcdefgh.tmp"
+        leftover.write_bytes(b"left by a killed save; cannot be removed here")
+        before = target.read_bytes()
+        folder.chmod(0o555)
+        output = run_unprivileged(
+            """
+            import sys
+            import numpy as np
+            from sdstudio.core.errors import ProjectError
+            from sdstudio.core.project_save import save_project
+
+            drop_privileges()
+            try:
+                save_project(sys.argv[1], np.ones((4, 4, 3), np.uint8))
+            except ProjectError as exc:
+                print(exc)
+            """,
+            str(target),
+        )
+        assert output.strip() == (
+            f"Cannot save '{target}': permission denied in '{folder}'. Choose a folder you can "
+            "write to. The previous file, if any, is unchanged."
+        )
+        assert listing(folder) == sorted(["x.ora", leftover.name])
+        assert target.read_bytes() == before
 
 
 def test_save_where_temporary_files_are_refused(tmp_path, monkeypatch):
