@@ -181,18 +181,55 @@ def test_denoise_in_bands_matches_one_call(monkeypatch):
     assert steps[0] == (0, 5) and steps[-1] == (5, 5)
 
 
-def test_slow_steps_can_be_cancelled():
+def cancel_while_running(work, at_step: int) -> tuple[list[int], BaseException | None]:
+    """Run ``work(progress, cancel)`` on a thread of its own and cancel it from this thread once
+    it reports step ``at_step`` (its progress callback waits, 30 s at most, for the cancel, so
+    the test does not race it). Returns the steps it reported and what it raised."""
     import threading
 
-    from sdstudio.core.adjust import denoise
+    cancel, reached, steps, raised = threading.Event(), threading.Event(), [], []
+
+    def progress(done: int, _total: int) -> None:
+        steps.append(done)
+        if done == at_step:
+            reached.set()
+            cancel.wait(timeout=30)
+
+    def run() -> None:
+        try:
+            work(progress, cancel)
+        except BaseException as error:  # noqa: BLE001 - handed to the test
+            raised.append(error)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    assert reached.wait(timeout=60), f"the work never reported step {at_step}"
+    cancel.set()
+    thread.join(timeout=60)
+    assert not thread.is_alive()
+    return steps, raised[0] if raised else None
+
+
+def test_slow_steps_stop_when_cancelled_while_running(monkeypatch):
+    from sdstudio.core import adjust
     from sdstudio.core.errors import Cancelled
 
-    cancel = threading.Event()
-    cancel.set()
-    with pytest.raises(Cancelled, match="unchanged"):
-        detect_damage(scene(), cancel=cancel)
-    with pytest.raises(Cancelled, match="Denoise cancelled"):
-        denoise(scene(), 0.5, cancel=cancel)
+    image = scratch(scene())[0]
+    before = image.copy()
+    steps, error = cancel_while_running(
+        lambda progress, cancel: detect_damage(image, progress=progress, cancel=cancel), 1
+    )
+    assert steps == [0, 1]  # cancelled after finding lines: the dust search was the last work
+    assert isinstance(error, Cancelled)
+    assert str(error) == "Damage detection cancelled; the picture is unchanged."
+    monkeypatch.setattr(adjust, "DENOISE_BAND", 20)  # 12 bands
+    steps, error = cancel_while_running(
+        lambda progress, cancel: adjust.denoise(image, 0.5, progress=progress, cancel=cancel), 3
+    )
+    assert steps == [0, 1, 2, 3]  # the band it was starting ran, then it stopped
+    assert isinstance(error, Cancelled)
+    assert str(error) == "Denoise cancelled; the picture is unchanged."
+    np.testing.assert_array_equal(image, before)
 
 
 def test_a_highlight_along_a_rim_is_not_a_scratch_but_one_across_it_is():

@@ -1,11 +1,9 @@
 """Old-photo repair: bit-exact outside the repaired pixels, monochrome stays monochrome, CLI."""
 
-import threading
-
 import cv2
 import numpy as np
 import pytest
-from test_damage import SEPIA, scene, scratch
+from test_damage import SEPIA, cancel_while_running, scene, scratch
 
 from sdstudio.cli import main
 from sdstudio.core.damage import detect_damage
@@ -93,15 +91,20 @@ def test_large_areas_are_tiled_and_seamless(damaged, monkeypatch):
     assert abs(psnr(tiled[hit], clean[hit]) - psnr(whole[hit], clean[hit])) < 1.0
 
 
-def test_cancel_and_progress(damaged):
+def test_progress_and_cancel_while_running(damaged):
     _, bad, mask = damaged
     calls = []
     restore(bad, mask, progress=lambda i, n: calls.append((i, n)))
-    assert calls and calls[-1][0] == calls[-1][1]
-    cancel = threading.Event()
-    cancel.set()
-    with pytest.raises(RestoreCancelled):
-        restore(bad, mask, cancel=cancel)
+    windows = calls[0][1]
+    assert windows >= 4 and calls == [(i, windows) for i in range(windows + 1)]
+    before = bad.copy()
+    steps, error = cancel_while_running(
+        lambda progress, cancel: restore(bad, mask, progress=progress, cancel=cancel), 2
+    )
+    assert steps == [0, 1, 2]  # at most the window under way was repaired after the cancel
+    assert isinstance(error, RestoreCancelled)
+    assert str(error) == "Repair cancelled; the picture is unchanged."
+    np.testing.assert_array_equal(bad, before)
 
 
 def test_empty_mask_is_a_copy_and_wrong_size_fails(damaged):
