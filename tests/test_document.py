@@ -249,3 +249,28 @@ def test_a_saved_state_on_a_discarded_redo_branch_is_never_reached_again(photo):
         assert doc.modified
         doc.undo()
     assert doc.image[0, 0, 0] == 10 and doc.modified
+
+
+def test_a_save_that_ends_after_more_edits_marks_the_copy_it_wrote(doc):
+    erase(doc, [(10, 10), (30, 10)])
+    version, saved_mask = doc.version, doc.mask.copy()  # the copy a background save writes
+    erase(doc, [(100, 50), (120, 60)])  # drawn while the file is written
+    doc.mark_saved_as(version)
+    assert doc.modified
+    doc.undo()
+    assert not doc.modified
+    np.testing.assert_array_equal(doc.mask, saved_mask)
+    doc.undo()
+    assert doc.modified  # the picture as opened: not what the file holds now
+
+
+def test_a_copy_taken_during_a_stroke_never_matches_and_the_stroke_goes_on(doc):
+    stroke = doc.begin_stroke(Tool.ERASE, BrushSettings(size=10))
+    stroke.add(10, 10)
+    assert doc.version is None
+    doc.mark_saved_as(doc.version)  # the save of a copy taken mid-stroke ends
+    stroke.add(60, 10)
+    stroke.end()
+    assert doc.undo_label == "Erase" and doc.modified
+    doc.undo()
+    assert doc.modified

@@ -106,6 +106,12 @@ class Document:
         self._finish_stroke()
         self.modified = False
 
+    def mark_saved_as(self, version: object) -> None:
+        """A save of a copy taken at ``version`` has finished (edits may have followed): the
+        document is unmodified exactly when it is back at that version; never, for a copy
+        taken during a stroke (None). A stroke under way goes on."""
+        self._saved_state = _UNSAVED if version is None else version
+
     # -- listeners ---------------------------------------------------------------------------
 
     def add_listener(self, listener: Listener) -> None:

@@ -201,9 +201,9 @@ class FileHandling:
             self.statusBar().showMessage(f"Saved {path}.", 5000)
             if document is self._document():
                 document.path = path
+                document.mark_saved_as(version)  # the file holds the copy, not later edits
                 if version is not None and document.version == version:
-                    document.mark_saved()  # what is on disk is what is on screen
-                    self.autosave_saved()
+                    self.autosave_saved()  # what is on disk is what is on screen
                 self._update_title()
             self._remember_recent(path)
 
