@@ -1,10 +1,13 @@
 """Canvas view behaviour: zoom around the cursor, panning, partial repaints, region drawing, and
-the window's tool shortcuts."""
+the window's tool shortcuts.
+
+Repaints are counted from the paint events Qt delivers to the canvas (their regions), so every
+repaint counts: the picture's, the brush cursor's and full ones alike."""
 
 import numpy as np
 import pytest
-from PySide6.QtCore import QEvent, QPoint, QPointF, QSettings, Qt
-from PySide6.QtGui import QMouseEvent, QWheelEvent
+from PySide6.QtCore import QEvent, QObject, QPoint, QPointF, QRect, QSettings, Qt
+from PySide6.QtGui import QMouseEvent, QRegion, QWheelEvent
 from PySide6.QtWidgets import QApplication
 
 from sdstudio.core.document import Document
@@ -36,6 +39,54 @@ def mouse(widget, kind, point, button, buttons):
             buttons,
             Qt.KeyboardModifier.NoModifier,
         ),
+    )
+
+
+class RepaintSpy(QObject):
+    """The regions of the paint events a widget receives (what Qt really repaints)."""
+
+    def __init__(self, widget) -> None:
+        super().__init__()
+        self.widget = widget
+        self.regions: list[QRegion] = []
+        widget.installEventFilter(self)
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt API
+        if watched is self.widget and event.type() == QEvent.Type.Paint:
+            self.regions.append(QRegion(event.region()))
+        return False
+
+    def flush(self) -> None:
+        """Deliver the repaints asked for so far."""
+        for _ in range(3):
+            QApplication.processEvents()
+
+    def take(self) -> QRegion:
+        """Everything repainted since the last take (after delivering what is pending)."""
+        self.flush()
+        union = QRegion()
+        for region in self.regions:
+            union = union.united(region)
+        self.regions.clear()
+        return union
+
+
+def area(region: QRegion) -> int:
+    return sum(rect.width() * rect.height() for rect in region)
+
+
+@pytest.fixture
+def spy(canvas):
+    watcher = RepaintSpy(canvas)
+    watcher.take()  # the first full paint of the new document
+    return watcher
+
+
+def cursor_ring(canvas, at: QPointF) -> QRect:
+    """The widget rectangle the brush cursor's ring covers at ``at`` (its outer pen included)."""
+    radius = canvas.brush.size * canvas.zoom / 2 + 2
+    return QRect(
+        int(at.x() - radius), int(at.y() - radius), int(2 * radius) + 1, int(2 * radius) + 1
     )
 
 
@@ -93,17 +144,95 @@ def test_fit_and_actual_size(canvas):
     assert canvas.zoom == 1.0
 
 
-def test_a_dab_repaints_only_around_it(canvas):
+def test_a_moving_cursor_repaints_its_ring_where_it_was_and_where_it_is(canvas, spy):
+    none = Qt.MouseButton.NoButton
+    points = [QPointF(170, 140), QPointF(185, 145), QPointF(300, 260)]
+    mouse(canvas, QEvent.Type.MouseMove, points[0], none, none)
+    assert spy.take().contains(cursor_ring(canvas, points[0]))
+    for before, now in zip(points, points[1:], strict=False):
+        mouse(canvas, QEvent.Type.MouseMove, now, none, none)
+        repainted = spy.take()
+        assert repainted.contains(cursor_ring(canvas, before)), "the old ring is left behind"
+        assert repainted.contains(cursor_ring(canvas, now))
+        assert area(repainted) < 0.05 * canvas.width() * canvas.height()
+    QApplication.sendEvent(canvas, QEvent(QEvent.Type.Leave))
+    assert spy.take().contains(cursor_ring(canvas, points[-1]))
+
+
+def test_a_stroke_repaints_the_dabs_and_the_cursor_and_nothing_else(canvas, spy):
+    """A short stroke by mouse: what Qt repaints covers every dab and the cursor ring at every
+    point, and stays within the brush's reach of the pointer's path."""
+    from sdstudio.core.brush import BrushSettings
+
+    canvas.fit()
+    canvas.brush = BrushSettings(size=10)
+    path = [QPointF(200, 150), QPointF(206, 151), QPointF(214, 153), QPointF(220, 156)]
+    spy.take()
+    left, none = Qt.MouseButton.LeftButton, Qt.MouseButton.NoButton
+    mouse(canvas, QEvent.Type.MouseMove, path[0], none, none)
+    mouse(canvas, QEvent.Type.MouseButtonPress, path[0], left, left)
+    for point in path[1:]:
+        mouse(canvas, QEvent.Type.MouseMove, point, none, left)
+    mouse(canvas, QEvent.Type.MouseButtonRelease, path[-1], left, none)
+    repainted = spy.take()
+    assert canvas.document.has_mask
+    reach = canvas.brush.size * canvas.zoom / 2 + 8
+    first, last = path[0], path[-1]
+    around = QRect(
+        int(first.x() - reach),
+        int(first.y() - reach),
+        int(last.x() - first.x() + 2 * reach),
+        int(last.y() - first.y() + 2 * reach),
+    )
+    assert around.contains(repainted.boundingRect()), (repainted.boundingRect(), around)
+    assert area(repainted) < 0.05 * canvas.width() * canvas.height()
+    for point in path:
+        assert repainted.contains(cursor_ring(canvas, point)), point
+    changed = np.argwhere(canvas.document.mask > 0)
+    (y0, x0), (y1, x1) = changed.min(axis=0), changed.max(axis=0) + 1
+    dabs = canvas.image_rect_to_widget(Box(int(x0), int(y0), int(x1), int(y1)))
+    assert repainted.contains(dabs), (dabs, repainted.boundingRect())
+
+
+def test_a_dab_from_the_document_repaints_only_around_it(canvas, spy):
     from sdstudio.core.brush import BrushSettings, Tool
 
     canvas.fit()
-    before = canvas.repainted_pixels
+    spy.take()
     stroke = canvas.document.begin_stroke(Tool.ERASE, BrushSettings(size=10))
     stroke.add(200, 100)
     stroke.end()
-    repainted = canvas.repainted_pixels - before
+    repainted = spy.take()
     assert canvas.document.has_mask
-    assert 0 < repainted < 0.01 * canvas.width() * canvas.height()
+    dab = canvas.image_rect_to_widget(Box(195, 95, 205, 105))
+    assert repainted.contains(dab)
+    assert 0 < area(repainted) < 0.01 * canvas.width() * canvas.height()
+
+
+def test_a_brush_change_repaints_only_the_cursor_ring(canvas, spy):
+    from sdstudio.core.brush import BrushSettings
+
+    at = QPointF(300, 200)
+    mouse(canvas, QEvent.Type.MouseMove, at, Qt.MouseButton.NoButton, Qt.MouseButton.NoButton)
+    spy.take()
+    small = cursor_ring(canvas, at)
+    canvas.brush = BrushSettings(size=80)
+    repainted = spy.take()
+    assert repainted.contains(small) and repainted.contains(cursor_ring(canvas, at))
+    assert area(repainted) < 0.1 * canvas.width() * canvas.height()
+    canvas.brush = BrushSettings(size=80, hardness=0.2)  # the ring looks the same
+    assert area(spy.take()) < 0.1 * canvas.width() * canvas.height()
+
+
+def test_the_region_tool_removes_the_ring_and_a_brush_brings_it_back(canvas, spy):
+    at = QPointF(300, 200)
+    mouse(canvas, QEvent.Type.MouseMove, at, Qt.MouseButton.NoButton, Qt.MouseButton.NoButton)
+    spy.take()
+    ring = cursor_ring(canvas, at)
+    canvas.tool = CanvasTool.REGION
+    assert spy.take().contains(ring)  # the ring is painted over, not left behind
+    canvas.tool = CanvasTool.RESTORE
+    assert spy.take().contains(ring)
 
 
 def test_region_tool_draws_a_region(canvas):

@@ -82,8 +82,8 @@ class Canvas(QWidget):
         self.setCursor(Qt.CursorShape.BlankCursor)
         self.setMinimumSize(200, 200)
         self.document: Document | None = None
-        self.tool = CanvasTool.ERASE
-        self.brush = BrushSettings()
+        self._tool = CanvasTool.ERASE
+        self._brush = BrushSettings()
         self.paint_color: tuple[int, int, int] = (40, 40, 40)
         self.erase_shows_transparency = False
         self.zoom = 1.0
@@ -101,7 +101,27 @@ class Canvas(QWidget):
         self._region_draft: Box | None = None
         self._cursor: QPointF | None = None
         self._checker = _checker_brush()
-        self.repainted_pixels = 0  # widget pixels asked to repaint (for benchmarks and tests)
+
+    # -- tool and brush: the cursor ring shows both ---------------------------------------------
+
+    @property
+    def tool(self) -> CanvasTool:
+        return self._tool
+
+    @tool.setter
+    def tool(self, tool: CanvasTool) -> None:
+        self._tool = tool
+        self.update(self._cursor_rect(self._cursor))  # the region tool shows no ring
+
+    @property
+    def brush(self) -> BrushSettings:
+        return self._brush
+
+    @brush.setter
+    def brush(self, brush: BrushSettings) -> None:
+        old = self._cursor_rect(self._cursor)
+        self._brush = brush
+        self.update(old.united(self._cursor_rect(self._cursor)))  # the ring, not the picture
 
     # -- document -----------------------------------------------------------------------------
 
@@ -187,7 +207,6 @@ class Canvas(QWidget):
     def update_image_box(self, box: Box) -> None:
         rect = self.image_rect_to_widget(box).adjusted(-2, -2, 2, 2) & self.rect()
         if not rect.isEmpty():
-            self.repainted_pixels += rect.width() * rect.height()
             self.update(rect)
 
     def set_zoom(self, zoom: float, anchor: QPointF | None = None) -> None:
@@ -292,7 +311,8 @@ class Canvas(QWidget):
     def _move_cursor(self, point: QPointF | None) -> None:
         old = self._cursor_rect(self._cursor)
         self._cursor = point
-        self.update(old.united(self._cursor_rect(point)))
+        self.update(old)  # two rectangles: their union would span the whole way between them
+        self.update(self._cursor_rect(point))
 
     # -- input ------------------------------------------------------------------------------------
 
