@@ -76,7 +76,13 @@ def test_the_result_still_covers_the_crop_around_the_mask_only():
     assert (done.box.x1, done.box.y1) == (220 + reach, 160 + reach)
 
 
-def test_a_small_hole_in_a_large_picture_reads_only_the_pixels_near_it(monkeypatch):
+@pytest.mark.parametrize(
+    ("method", "y0", "y1", "x0", "x1"),
+    [("structure-texture", 900, 930, 1400, 1430), ("harmonic", 1000, 1003, 200, 2800)],
+)
+def test_a_fill_reads_only_the_pixels_near_the_hole_it_needs(monkeypatch, method, y0, y1, x0, x1):
+    """A small hole in a large photo converts a small window, and a long thin stroke (which the
+    membrane fills from its edge) no more than the crop around it."""
     from sdstudio.engine import classical
 
     seen = []
@@ -84,8 +90,12 @@ def test_a_small_hole_in_a_large_picture_reads_only_the_pixels_near_it(monkeypat
     monkeypatch.setattr(classical, "to_rgb8", lambda a: seen.append(a.shape[:2]) or real(a))
     image = np.zeros((2000, 3000, 3), np.uint8)
     image[...] = grain(200, 300)[np.arange(2000) % 200][:, np.arange(3000) % 300]
-    done, _ = remove(image, square(2000, 3000, 900, 1400, 30), "structure-texture")
-    assert seen and max(h * w for h, w in seen) < 0.01 * 2000 * 3000
+    mask = np.zeros((2000, 3000), np.uint8)
+    mask[y0:y1, x0:x1] = 255
+    done, _ = remove(image, mask, method)
+    assert max((h * w for h, w in seen), default=0) < 0.01 * 2000 * 3000
+    if method == "structure-texture":
+        assert seen  # a wider window than the crop was read
 
 
 @pytest.mark.parametrize("method", ["patchmatch", "structure-texture", "auto"])
@@ -106,3 +116,17 @@ def test_a_fill_that_smoothed_only_some_parts_says_so():
     assert label("patchmatch", Report(smoothed=1)) == SMOOTHED_LABEL
     mixed = label("structure-texture", Report(textured=1, smoothed=1))
     assert mixed.startswith("Smooth shading + PatchMatch texture") and "smooth where" in mixed
+
+
+def test_restore_fills_a_large_loss_with_texture_from_around_it():
+    """Old-photo repair fills through the same fills: a 160 px loss gets the grain around it,
+    and thin scratches stay cheap (their window is the one around them, as before)."""
+    from sdstudio.engine.restore import restore
+
+    image = grain(400, 600, seed=3)
+    mask = square(400, 600, 120, 220, 160)
+    mask[20:22, 30:500] = 255  # a scratch
+    out = restore(image, mask)
+    loss = square(400, 600, 120, 220, 160) > 0
+    assert detail(out, loss) > 0.5 * detail(image, mask == 0)
+    np.testing.assert_array_equal(out[grow(mask, 3) == 0], image[grow(mask, 3) == 0])

@@ -9,14 +9,14 @@ from collections.abc import Callable, Iterator
 import numpy as np
 
 from sdstudio.core.errors import RequestError
-from sdstudio.core.mask import bounding_box, grow
+from sdstudio.core.mask import grow
 from sdstudio.core.metadata import format_fill_parameters
 from sdstudio.core.pixels import to_rgb8
 from sdstudio.core.region import Box
 from sdstudio.core.request import GenerationRequest, Mode
 from sdstudio.engine import inpaint
 from sdstudio.engine.events import Cancelled, Event, Finished, Started, Step
-from sdstudio.engine.fill import DEFAULT_METHOD, context, filled, get_method
+from sdstudio.engine.fill import DEFAULT_METHOD, filled, get_method, reads
 from sdstudio.engine.streaming import RunCancelled, failure_event
 
 HALO = 2
@@ -43,6 +43,28 @@ def classical_fill(
     return get_method(method)(np.ascontiguousarray(rgb), mask, cancel)
 
 
+def source_window(
+    method: str, mask: np.ndarray, box: Box, width: int, height: int, most: int | None = None
+) -> Box:
+    """``box`` grown to hold every pixel a fill by ``method`` reads for ``mask`` (the hole, in
+    ``box``'s coordinates; ``fill.reads``), but at most ``most`` pixels past ``box``, and clamped
+    to the ``width`` x ``height`` picture."""
+    need = reads(method, mask)
+    if need is None:
+        return box
+    y0, y1, x0, x1 = need
+    window = Box(box.x0 + x0, box.y0 + y0, box.x0 + x1, box.y0 + y1).union(box)
+    if most is not None:
+        limit = box.expand(most)
+        window = Box(
+            max(window.x0, limit.x0),
+            max(window.y0, limit.y0),
+            min(window.x1, limit.x1),
+            min(window.y1, limit.y1),
+        )
+    return window.clamp(width, height)
+
+
 def fill_crop(
     request: GenerationRequest,
     crop: inpaint.InpaintCrop,
@@ -52,27 +74,23 @@ def fill_crop(
 ) -> tuple[np.ndarray, str]:
     """``crop.rgb`` with ``crop.fill_mask`` (grown by ``halo``) filled, and what ran, in words.
 
-    The fill reads the picture around the crop as far as it needs (``fill.context``: for a large
-    hole, as far again as the hole is large), so it fills as it would from the whole picture; a
-    crop of the mask's box alone leaves a large hole too little to copy texture from. Only that
+    The fill reads the picture around the crop as far as it needs (``source_window``: for a
+    large hole and an exemplar fill, as far again as the hole is large), so it fills as from the
+    whole picture; the crop alone leaves a large hole too little to copy texture from. Only that
     window is converted, never the whole of a large photo around a small hole."""
     assert request.image is not None
     height, width = request.image.shape[:2]
     box = crop.box
-    hole = bounding_box(crop.fill_mask)
-    if hole is None:
-        return filled(crop.rgb, crop.fill_mask, method, cancel)
-    hole = Box(hole.x0 + box.x0, hole.y0 + box.y0, hole.x1 + box.x0, hole.y1 + box.y0)
-    window = hole.expand(halo + context(hole.height + 2 * halo, hole.width + 2 * halo))
-    window = window.clamp(width, height).union(box)
+    hole = grow(crop.fill_mask, halo)  # the crop leaves room for the halo around the fill mask
+    window = source_window(method, hole, box, width, height)
     inner = (
         slice(box.y0 - window.y0, box.y1 - window.y0),
         slice(box.x0 - window.x0, box.x1 - window.x0),
     )
     mask = np.zeros((window.height, window.width), np.uint8)
-    mask[inner] = crop.fill_mask
-    rgb = to_rgb8(request.image[window.slices])
-    out, ran = filled(rgb, grow(mask, halo), method, cancel)
+    mask[inner] = hole
+    rgb = crop.rgb if window == box else to_rgb8(request.image[window.slices])
+    out, ran = filled(rgb, mask, method, cancel)
     return out[inner], ran
 
 

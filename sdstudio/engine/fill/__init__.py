@@ -113,10 +113,34 @@ def label(name: str, report: Report) -> str:
     return LABELS[name].replace("(no model)", "(no model; smooth where too little picture is near)")
 
 
-def context(height: int, width: int) -> int:
-    """How many pixels around a hole's bounding box (``height`` x ``width``) any fill reads: given
-    that much picture, every method fills as it would from the whole picture."""
-    return margin(height, width)
+NEAR = 8
+"""Pixels past a hole's bounding box that the smooth fills read (the membrane 1, OpenCV's fills
+their radius of 5)."""
+
+
+def reads(method: str, mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """The box (y0, y1, x0, x1) holding every pixel ``method`` reads to fill ``mask``, in the
+    mask's coordinates and reaching past its edges where the fill would read there: given that
+    much picture, the fill comes out as from the whole picture. The exemplar fills read as far
+    again as the hole is large; "auto" only that around its thick parts. None for an empty mask."""
+    get_method(method)
+    if method == "auto":
+        smooth, texture = split(mask)
+    elif method in ("patchmatch", "structure-texture"):
+        smooth, texture = np.zeros(mask.shape, bool), mask > 0
+    else:
+        smooth, texture = mask > 0, np.zeros(mask.shape, bool)
+    boxes = []
+    for part, exemplar in ((smooth, False), (texture, True)):
+        if not part.any():
+            continue
+        rows, cols = np.flatnonzero(part.any(1)), np.flatnonzero(part.any(0))
+        y0, y1, x0, x1 = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        pad = margin(y1 - y0, x1 - x0) if exemplar else NEAR
+        boxes.append((y0 - pad, y1 + pad, x0 - pad, x1 + pad))
+    if not boxes:
+        return None
+    return tuple(int(f(b[i] for b in boxes)) for i, f in enumerate((min, max, min, max)))
 
 
 def get_method(name: str) -> FillMethod:
@@ -159,9 +183,9 @@ __all__ = [
     "METHODS",
     "PROGRESSIVE",
     "SMOOTHED_LABEL",
-    "context",
     "fill",
     "filled",
     "get_method",
+    "reads",
     "resolve",
 ]
