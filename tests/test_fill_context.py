@@ -130,3 +130,18 @@ def test_restore_fills_a_large_loss_with_texture_from_around_it():
     loss = square(400, 600, 120, 220, 160) > 0
     assert detail(out, loss) > 0.5 * detail(image, mask == 0)
     np.testing.assert_array_equal(out[grow(mask, 3) == 0], image[grow(mask, 3) == 0])
+
+
+def test_the_model_removal_pre_fill_reads_beyond_its_crop_too():
+    """Remove with a model pre-fills the hole before denoising it partly: a hole about as large
+    as the model's crop must be pre-filled with texture, not smoothed for want of sources."""
+    from sdstudio.engine.diffusers_engine import _pipeline_inputs
+
+    image = grain(900, 1300, seed=3)
+    mask = square(900, 1300, 230, 430, 440)
+    request = GenerationRequest(mode=Mode.REMOVE, image=image, mask=mask)
+    box, crop, inputs = _pipeline_inputs(request, native=512)
+    pre_filled = np.asarray(inputs["image"])
+    original = cv2.resize(image[box.slices], pre_filled.shape[1::-1], interpolation=cv2.INTER_AREA)
+    hole = cv2.resize(crop.mask, pre_filled.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
+    assert detail(pre_filled, hole) > 0.5 * detail(original, ~hole)

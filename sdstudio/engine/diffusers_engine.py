@@ -22,7 +22,7 @@ from sdstudio.core.region import Box, generation_size
 from sdstudio.core.request import GenerationRequest, Mode
 from sdstudio.engine import inpaint
 from sdstudio.engine.adapters import AdapterState, find_embeddings, find_lora, load_embedding
-from sdstudio.engine.classical import classical_fill
+from sdstudio.engine.classical import fill_crop
 from sdstudio.engine.compositing import blend_patch, resize_rgb
 from sdstudio.engine.decoding import run_and_decode
 from sdstudio.engine.devices import applied_plan
@@ -205,7 +205,9 @@ def _pipeline_inputs(
     crop = inpaint.prepare(request, native)
     source = crop.rgb
     if request.mode in (Mode.REMOVE, Mode.OUTPAINT):
-        source = classical_fill(source, crop.fill_mask)  # pre-fill: no ghost of the object
+        # pre-fill (no ghost of the object), reading the picture around the crop as far as a
+        # large hole needs: the crop alone leaves it too little to copy texture from
+        source = fill_crop(request, crop)[0]
     image, mask = crop.at_model_size(source)
     return (
         crop.box,
