@@ -145,3 +145,16 @@ def test_the_model_removal_pre_fill_reads_beyond_its_crop_too():
     original = cv2.resize(image[box.slices], pre_filled.shape[1::-1], interpolation=cv2.INTER_AREA)
     hole = cv2.resize(crop.mask, pre_filled.shape[1::-1], interpolation=cv2.INTER_NEAREST) > 0
     assert detail(pre_filled, hole) > 0.5 * detail(original, ~hole)
+
+
+def test_auto_judges_a_stroke_thin_by_what_was_painted_not_the_grown_removal_mask():
+    """A removal grows the mask by the blur and a halo before filling; a 7 px scratch is still a
+    thin stroke ("auto" gives it the membrane), and a 30 px blot still a thick one."""
+    image = grain(200, 300, seed=4)
+    scratch = np.zeros((200, 300), np.uint8)
+    cv2.line(scratch, (20, 50), (280, 150), 255, 7)
+    _, ran = remove(image, scratch, "auto")
+    assert ran == LABELS["harmonic"]
+    blot = square(200, 300, 80, 120, 30)
+    _, ran = remove(image, blot, "auto")
+    assert ran == LABELS["structure-texture"]

@@ -44,12 +44,18 @@ def classical_fill(
 
 
 def source_window(
-    method: str, mask: np.ndarray, box: Box, width: int, height: int, most: int | None = None
+    method: str,
+    mask: np.ndarray,
+    box: Box,
+    width: int,
+    height: int,
+    most: int | None = None,
+    grown: int = 0,
 ) -> Box:
     """``box`` grown to hold every pixel a fill by ``method`` reads for ``mask`` (the hole, in
     ``box``'s coordinates; ``fill.reads``), but at most ``most`` pixels past ``box``, and clamped
-    to the ``width`` x ``height`` picture."""
-    need = reads(method, mask)
+    to the ``width`` x ``height`` picture. ``grown``: as for ``fill.split``."""
+    need = reads(method, mask, grown)
     if need is None:
         return box
     y0, y1, x0, x1 = need
@@ -82,7 +88,8 @@ def fill_crop(
     height, width = request.image.shape[:2]
     box = crop.box
     hole = grow(crop.fill_mask, halo)  # the crop leaves room for the halo around the fill mask
-    window = source_window(method, hole, box, width, height)
+    grown = request.mask_blur + halo  # past the painted mask: "auto" judges thinness on that
+    window = source_window(method, hole, box, width, height, grown=grown)
     inner = (
         slice(box.y0 - window.y0, box.y1 - window.y0),
         slice(box.x0 - window.x0, box.x1 - window.x0),
@@ -90,7 +97,7 @@ def fill_crop(
     mask = np.zeros((window.height, window.width), np.uint8)
     mask[inner] = hole
     rgb = crop.rgb if window == box else to_rgb8(request.image[window.slices])
-    out, ran = filled(rgb, mask, method, cancel)
+    out, ran = filled(rgb, mask, method, cancel, grown=grown)
     return out[inner], ran
 
 

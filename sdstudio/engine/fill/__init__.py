@@ -26,14 +26,16 @@ THIN = 6.0
 """Holes no more than this many pixels from their edge (scratches, strokes) count as thin."""
 
 
-def split(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def split(mask: np.ndarray, grown: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """The hole's (thin, thick) parts as bool masks: a connected part is thick when some pixel of
-    it lies more than ``THIN`` pixels from its edge."""
+    it lies more than ``THIN`` pixels from its edge. ``grown``: how far ``mask`` was grown past
+    what the person painted (a removal grows it by the blur and a halo); the test is on the
+    painted stroke, so a 5 px stroke grown by 6 px on each side is still thin."""
     hole = (mask > 0).view(np.uint8)
     if not hole.any():
         return hole.astype(bool), hole.astype(bool)
     depth = cv2.distanceTransform(hole, cv2.DIST_L2, 3)
-    deep = depth > THIN
+    deep = depth > THIN + grown
     if not deep.any():
         return hole.astype(bool), np.zeros(hole.shape, bool)
     _, labels = cv2.connectedComponents(hole, connectivity=8)
@@ -41,11 +43,11 @@ def split(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return (hole > 0) & ~thick, thick
 
 
-def choose(mask: np.ndarray) -> str:
+def choose(mask: np.ndarray, grown: int = 0) -> str:
     """What "auto" runs: the membrane for thin holes (too narrow to hold texture; it scores best
     there), structure + texture for larger ones, and "auto" itself for a mask with both (each
     part gets its own)."""
-    thin, thick = split(mask)
+    thin, thick = split(mask, grown)
     if thick.any():
         return "auto" if thin.any() else "structure-texture"
     return "harmonic"
@@ -57,9 +59,10 @@ def auto(
     cancel: threading.Event | None = None,
     progress=None,
     report: Report | None = None,
+    grown: int = 0,
 ):
     """The membrane over the hole's thin parts, then structure + texture over its thick ones."""
-    thin, thick = split(mask)
+    thin, thick = split(mask, grown)
     out = harmonic(rgb, thin.view(np.uint8), cancel) if thin.any() else rgb
     if thick.any() or not thin.any():
         out = structure_texture(out, thick.view(np.uint8), cancel, progress, report=report)
@@ -98,10 +101,10 @@ object or is huge, blotchier elsewhere (1.5 dB below structure + texture).
 The figures are in the closing note of issue 5 and the docstrings of ``smooth`` and ``hybrid``."""
 
 
-def resolve(name: str, mask: np.ndarray) -> str:
+def resolve(name: str, mask: np.ndarray, grown: int = 0) -> str:
     """The concrete method ``name`` runs for this mask (only "auto" depends on the mask)."""
     get_method(name)
-    return choose(mask) if name == "auto" else name
+    return choose(mask, grown) if name == "auto" else name
 
 
 def label(name: str, report: Report) -> str:
@@ -118,14 +121,14 @@ NEAR = 8
 their radius of 5)."""
 
 
-def reads(method: str, mask: np.ndarray) -> tuple[int, int, int, int] | None:
+def reads(method: str, mask: np.ndarray, grown: int = 0) -> tuple[int, int, int, int] | None:
     """The box (y0, y1, x0, x1) holding every pixel ``method`` reads to fill ``mask``, in the
     mask's coordinates and reaching past its edges where the fill would read there: given that
     much picture, the fill comes out as from the whole picture. The exemplar fills read as far
     again as the hole is large; "auto" only that around its thick parts. None for an empty mask."""
     get_method(method)
     if method == "auto":
-        smooth, texture = split(mask)
+        smooth, texture = split(mask, grown)
     elif method in ("patchmatch", "structure-texture"):
         smooth, texture = np.zeros(mask.shape, bool), mask > 0
     else:
@@ -166,14 +169,18 @@ def filled(
     method: str = DEFAULT_METHOD,
     cancel: threading.Event | None = None,
     progress=None,
+    grown: int = 0,
 ) -> tuple[np.ndarray, str]:
     """``fill``, and what ran, in words (a ``LABELS`` value, or ``SMOOTHED_LABEL`` and the like
-    where the exemplar fill found nothing to copy)."""
-    name = resolve(method, mask)
+    where the exemplar fill found nothing to copy). ``grown``: as for ``split``."""
+    name = resolve(method, mask, grown)
     if method not in PROGRESSIVE:
         return METHODS[method](rgb, mask, cancel), LABELS[name]
     report = Report()
-    out = METHODS[method](rgb, mask, cancel, progress, report=report)
+    if method == "auto":
+        out = auto(rgb, mask, cancel, progress, report=report, grown=grown)
+    else:
+        out = METHODS[method](rgb, mask, cancel, progress, report=report)
     return out, label(name, report)
 
 
