@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import compare, inpaint_request, test_picture  # noqa: E402
+from harness import compare, counted, inpaint_request, test_picture  # noqa: E402
 from sd_architectures import cpu_sd15_engine  # noqa: E402
 
 
@@ -30,8 +30,8 @@ def main() -> int:
     image, mask = test_picture(256)
     r = compare(engine, inpaint_request(folder, image, mask, args.steps), args.reps)
     print(
-        f"SD 1.5 inpaint architecture, 256x256, {args.steps} steps, CPU x{torch.get_num_threads()} threads, "
-        f"median of {args.reps}"
+        f"SD 1.5 inpaint architecture, 256x256, {args.steps} steps, "
+        f"CPU x{torch.get_num_threads()} threads, {counted(r)}"
     )
     print(
         f"engine {r['engine_s']:.2f} s   bare pipeline {r['bare_s']:.2f} s   "

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import compare, inpaint_request, test_picture  # noqa: E402
+from harness import compare, counted, inpaint_request, test_picture  # noqa: E402
 from sd_architectures import build_and_save, sd15_inpaint, sdxl_inpaint  # noqa: E402
 
 MODELS = {
@@ -85,6 +85,7 @@ def main() -> int:
             result = compare(
                 engine, inpaint_request(str(folder), image, mask, args.steps), args.reps
             )
+            print(f"{name}: {counted(result)}", flush=True)
             rows.append((name, size, result))
             engine.cache.unload()
             del engine
@@ -95,10 +96,11 @@ def main() -> int:
     )
     print("|---|---|---|---|---|---|---|---|---|---|")
     for name, size, r in rows:
+        engine_gib = "failed" if r["engine_gib"] is None else f"{r['engine_gib']:.2f}"
         print(
             f"| {name} | {size}x{size} | {args.steps} | {r['engine_s']:.2f} | {r['bare_s']:.2f} | "
             f"{r['ratio']:.3f} | {args.steps / r['engine_s']:.2f} | {args.steps / r['bare_s']:.2f} | "
-            f"{r['engine_gib']:.2f} | {r['bare_gib']:.2f} |"
+            f"{engine_gib} | {r['bare_gib']:.2f} |"
         )
     print("(it/s = steps / end-to-end seconds, text encoding and VAE included)")
     return 0

@@ -15,7 +15,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import engine_run, inpaint_request, sync, test_picture  # noqa: E402
+from harness import RunFailed, engine_run, inpaint_request, sync, test_picture  # noqa: E402
 from sd_architectures import build_and_save, sd15_inpaint  # noqa: E402
 
 
@@ -100,14 +100,17 @@ def main() -> int:
         "engine": lambda: engine_run(engine, request),
     }
     times = {k: [] for k in variants}
-    for fn in variants.values():
-        fn()
-    for _ in range(args.reps):
-        for name, fn in variants.items():
-            start = time.perf_counter()
+    try:
+        for fn in variants.values():
             fn()
-            sync(args.device)
-            times[name].append(time.perf_counter() - start)
+        for _ in range(args.reps):
+            for name, fn in variants.items():
+                start = time.perf_counter()
+                fn()
+                sync(args.device)
+                times[name].append(time.perf_counter() - start)
+    except RunFailed as error:  # its time would not be the engine's work: nothing to diagnose
+        raise SystemExit(f"diagnose_overhead: {error}; try another seed or dtype.") from error
     base = statistics.median(times["bare"])
     for name, ts in times.items():
         m = statistics.median(ts)

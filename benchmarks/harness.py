@@ -50,16 +50,21 @@ def sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+class RunFailed(RuntimeError):
+    """An engine run ended without a result. Its time is not a timing of the same work: a failed
+    run skips the colour match and paste-back, and a black fp16 decode adds an fp32 one."""
+
+
 def engine_run(engine, request) -> float:
+    """Seconds for one engine run to its result; RunFailed when it ended any other way."""
     start = time.perf_counter()
     events = list(engine.run(request, threading.Event()))
     sync(engine.cache.device)
     elapsed = time.perf_counter() - start
-    last = events[-1]
-    if isinstance(last, Failed):  # random weights can decode to black: the timing still holds
-        print(f"  note: engine run ended in Failed: {last.message[:80]}", flush=True)
-    else:
-        assert isinstance(last, Finished), last
+    last = events[-1] if events else None
+    if not isinstance(last, Finished):
+        why = last.message if isinstance(last, Failed) else type(last).__name__
+        raise RunFailed(f"the engine run ended without a result: {why}")
     return elapsed
 
 
@@ -105,16 +110,50 @@ def peak_memory(device: str, run) -> float | None:
 
 
 def compare(engine, request, reps: int) -> dict:
-    """Warm both up, then alternate engine and bare runs; medians and their ratio."""
-    engine_run(engine, request)
+    """Warm both up, then alternate engine and bare runs; medians and their ratio.
+
+    A failed engine run is not a timing: it is left out with the bare run of its round (so both
+    medians cover the same rounds), said on the spot and counted in ``failed``. When no round
+    succeeds the benchmark stops with the reason instead of printing a ratio.
+    """
+    failures: list[str] = []
+
+    def attempt(run) -> bool:
+        try:
+            run()
+        except RunFailed as error:
+            failures.append(str(error))
+            print(f"  not counted: {error}", flush=True)
+            return False
+        return True
+
+    attempt(lambda: engine_run(engine, request))
     bare_call(engine, request)
     ours, bare = [], []
     for _ in range(reps):
-        ours.append(engine_run(engine, request))
-        bare.append(bare_call(engine, request))
+        timing: list[float] = []
+        if attempt(lambda timing=timing: timing.append(engine_run(engine, request))):
+            ours.append(timing[0])
+            bare.append(bare_call(engine, request))
+    if not ours:
+        raise SystemExit(
+            f"All {reps} timed engine runs failed ({failures[-1]}), so there is nothing to "
+            "compare. Random weights can decode to black or NaN: try another seed or dtype."
+        )
     result = {"engine_s": statistics.median(ours), "bare_s": statistics.median(bare)}
     result["ratio"] = result["engine_s"] / result["bare_s"]
     device = engine.cache.device
-    result["engine_gib"] = peak_memory(device, lambda: engine_run(engine, request))
+    memory: list[float | None] = []
+    ok = attempt(lambda: memory.append(peak_memory(device, lambda: engine_run(engine, request))))
+    result["engine_gib"] = memory[0] if ok else None
     result["bare_gib"] = peak_memory(device, lambda: bare_call(engine, request))
+    result["rounds"], result["failed"] = len(ours), len(failures)
     return result
+
+
+def counted(result: dict) -> str:
+    """How many rounds the medians cover, and how many failed runs were left out."""
+    text = f"median of {result['rounds']} rounds"
+    if result["failed"]:
+        text += f", {result['failed']} failed engine run(s) left out"
+    return text
