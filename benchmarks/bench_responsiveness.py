@@ -3,9 +3,11 @@ the GUI thread, (1) while the engine starts (torch, diffusers and the model load
 thread) and (2) while it generates 20 steps on a 256x256 picture with previews.
 Target: longest gap <= 30 ms.
 
-The GUI side does what the editor does with a preview: a ``QPixmap`` from the ``QImage``,
-scaled into the box. Each measurement runs in a fresh process (torch can be imported only once),
-on a tiny random SD1 inpainting model saved to a temporary folder.
+The GUI side is the editor itself: an offscreen ``MainWindow`` whose own generation worker
+loads the model and runs the Generate action (``session.generate()``) on a masked picture; its
+session hands each preview to the canvas, which draws the ``QImage`` in its paint event. Each
+measurement runs in a fresh process (torch can be imported only once), on a tiny random SD1
+inpainting model saved to a temporary folder.
 
     python benchmarks/bench_responsiveness.py [--runs 2] [--torch-threads 0]
 
@@ -82,13 +84,12 @@ def child(model: str, variant: str, torch_threads: int) -> dict:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     sys.path.insert(0, str(ROOT))
     import numpy as np
-    from PySide6.QtCore import QEventLoop, QTimer
-    from PySide6.QtGui import QPixmap
+    from PySide6.QtCore import QEvent, QEventLoop, QObject, QSettings, QTimer
     from PySide6.QtWidgets import QApplication
 
-    from sdstudio.core.request import GenerationRequest, Mode
+    from sdstudio.core.document import Document
     from sdstudio.engine.warmup import import_quietly, preload_torch_libraries
-    from sdstudio.qt.worker import GenerationWorker
+    from sdstudio.qt.main_window import MainWindow
 
     assert "torch" not in sys.modules
     app = QApplication(sys.argv[:1])
@@ -117,9 +118,27 @@ def child(model: str, variant: str, torch_threads: int) -> dict:
 
         return DiffusersEngine(PipelineCache(device="cpu", dtype=torch.float32))
 
-    worker = GenerationWorker(factory)
-    meter = GapMeter()
-    pixmaps: list[QPixmap] = []
+    class PaintCounter(QObject):
+        def __init__(self, widget) -> None:
+            super().__init__()
+            self.widget, self.paints = widget, 0
+            widget.installEventFilter(self)
+
+        def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt API
+            if watched is self.widget and event.type() == QEvent.Type.Paint:
+                self.paints += 1
+            return False
+
+    settings = QSettings(
+        os.path.join(os.path.dirname(model), "settings.ini"), QSettings.Format.IniFormat
+    )
+    settings.setValue("autosave/minutes", 0)
+    window = MainWindow(settings=settings, engine_factory=factory)
+    window.confirm_discard = lambda: True
+    window.resize(1200, 800)
+    window.show()
+    worker = window.generation  # the editor's own worker, wired to its session and canvas
+    painted = PaintCounter(window.canvas)
     previews = steps = 0
     step_times: list[float] = []
     failures: list[str] = []
@@ -127,7 +146,6 @@ def child(model: str, variant: str, torch_threads: int) -> dict:
     def on_preview(image, box):
         nonlocal previews
         previews += 1
-        pixmaps[:] = [QPixmap.fromImage(image).scaled(box.width, box.height)]
 
     def on_step(_i, _n):
         nonlocal steps
@@ -152,7 +170,8 @@ def child(model: str, variant: str, torch_threads: int) -> dict:
         QTimer.singleShot(ms, loop.quit)
         loop.exec()
 
-    worker.start()
+    settle(300)  # the window's first layout and paint, before the meter starts
+    meter = GapMeter()  # the window started its worker: the idle gaps are with it running
     settle(300)
     idle = summary(meter.gaps(meter.ticks[0], time.perf_counter()))
 
@@ -167,22 +186,23 @@ def child(model: str, variant: str, torch_threads: int) -> dict:
     image = np.stack([x, y, (x + y) // 2], axis=2).astype(np.uint8)
     mask = np.zeros((size, size), np.uint8)
     mask[80:180, 70:190] = 255
-    request = GenerationRequest(
-        mode=Mode.INPAINT,
-        prompt="a stone wall",
-        image=image,
-        mask=mask,
-        model=model,
-        steps=20,
-        seed=1,
-        strength=1.0,
+    document = Document(image)
+    document.set_mask(mask)
+    window.set_document(document)
+    skipped = window.panel.apply(
+        {"model": model, "prompt": "a stone wall", "steps": 20, "seed": 1, "strength": 1.0}
     )
+    assert not skipped, skipped
+    settle(100)
+    paints_before = painted.paints
     run_begin = time.perf_counter()
-    worker.submit([request])
+    window.session.generate()  # what Generate (Ctrl+Enter) does
     wait_for(worker.batch_done, 300_000)
     run_end = time.perf_counter()
-    settle(100)  # shutdown blocks the GUI thread by design: keep it out of the window
-    worker.shutdown()
+    settle(100)  # closing blocks the GUI thread by design: keep it out of the window
+    canvas_paints = painted.paints - paints_before
+    candidates = len(window.session.candidates)
+    window.close()
     app.processEvents()
     return {
         "variant": variant,
@@ -198,6 +218,8 @@ def child(model: str, variant: str, torch_threads: int) -> dict:
         "step_ms": [round((b - a) * 1e3) for a, b in zip(step_times, step_times[1:], strict=False)],
         "first_step_s": (step_times[0] - run_begin) if step_times else None,
         "previews": previews,
+        "canvas_paints": canvas_paints,
+        "candidates": candidates,
         "long_gaps": [
             (round((a - run_begin) * 1e3), round((b - a) * 1e3))
             for a, b in zip(meter.ticks, meter.ticks[1:], strict=False)
@@ -262,7 +284,8 @@ def main() -> int:
                     print("  first step after", r["first_step_s"], "s; step ms", r["step_ms"])
                 print(
                     row(f"  generate 20 steps ({r['run_s']:.2f} s)", r["run"])
-                    + f"   steps {r['steps']}, previews delivered {r['previews']}"
+                    + f"   steps {r['steps']}, previews delivered {r['previews']}, canvas "
+                    f"paints {r['canvas_paints']}, results waiting {r['candidates']}"
                 )
             print()
     return 0
