@@ -356,7 +356,8 @@ def _restore(args: argparse.Namespace) -> int:
     large = large_losses(mask)
     if large.any() and args.model is None:
         print(
-            "Large losses were smoothed over without a model; --model MODEL redraws them.",
+            "Large losses were filled from their surroundings, which cannot bring back what was "
+            "there; --model MODEL redraws them.",
             file=sys.stderr,
         )
     elif large.any():

@@ -147,7 +147,7 @@ def test_large_losses_go_to_the_model_when_asked(qtbot, tmp_path):
     window.close()
 
 
-def test_without_the_model_large_losses_are_smoothed_and_the_panel_says_so(qtbot, tmp_path):
+def test_without_the_model_large_losses_are_filled_and_the_panel_says_so(qtbot, tmp_path):
     window = make(qtbot, tmp_path)
     _clean, damaged = scratched_scan()
     window.set_document(Document(damaged.copy()))

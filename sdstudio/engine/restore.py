@@ -30,7 +30,8 @@ from sdstudio.engine.streaming import RunCancelled
 
 LARGE = 8.0
 """Damaged areas reaching more than this many pixels from their edge (tears, lost corners, big
-stains) are large losses: the model-free fill can only smooth them, diffusion can redraw them."""
+stains) are large losses: the model-free fill can only continue the texture around them (it cannot
+know what was there), diffusion can redraw them."""
 RESTORE_PROMPT = "old photograph, natural detail, seamless, sharp focus"
 RESTORE_NEGATIVE = "text, watermark, frame, border, new object, scratches, dust, stains"
 RESTORE_STRENGTH = 0.6

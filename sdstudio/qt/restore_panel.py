@@ -161,8 +161,8 @@ class RestorePanel(QWidget):
                 self.redraw_requested.emit()
             else:
                 self.status.emit(
-                    "Repaired (Ctrl+Z undoes it). Large losses were only smoothed over: tick "
-                    "'Redraw large losses with the model' to redraw them."
+                    "Repaired (Ctrl+Z undoes it). Large losses were filled from their "
+                    "surroundings: tick 'Redraw large losses with the model' to redraw them."
                 )
 
         self._run(work, done)
