@@ -1,7 +1,8 @@
-"""Brush cost on a 6000 x 4000 RGB document: time per dab, repaint area per dab, undo memory.
+"""Brush cost on a 6000 x 4000 RGB document: time per dab, dirty area per dab, undo memory.
 
 Targets: a dab costs <= 1 ms (median and 99th percentile); the dirty area of a dab is its own
-footprint, not the picture; undo memory holds changed tiles only, far below one full copy.
+footprint, not the picture (what the canvas then repaints is measured by bench_canvas); undo
+memory holds changed tiles only, far below one full copy.
 
 Each timed ``Stroke.add`` moves the pointer by exactly one dab spacing, so it stamps one dab;
 the times include the lazy per-tile "before" copies a stroke makes the first time it touches a tile.
