@@ -139,6 +139,7 @@ def test_batch_gives_candidates_to_step_through(qtbot, make_window, tmp_path, ph
     window.session.generate()
     qtbot.waitUntil(lambda: len(window.session.candidates) == 3, timeout=5000)
     assert [c.seed for c in window.session.candidates] == [10, 11, 12]
+    assert window.statusBar().currentMessage().startswith("Result 3 (seed 12):")
     window.session.step_candidate(1)
     assert window.session.current == 0  # wraps from the last to the first
     window.session.discard()
@@ -180,6 +181,9 @@ def test_remove_without_model_then_export_carries_parameters(
     window = make_window()
     document = open_photo(qtbot, window, tmp_path, photo)
     remove_masked(qtbot, window, document, edge_mask)
+    # the status bar names the fill that ran, not a seed no fill uses
+    message = window.statusBar().currentMessage()
+    assert message.startswith("Result 1 (Smooth shading + PatchMatch texture (no model)):")
     window.session.accept()
     out = tmp_path / "out.png"
     window.export_to(out)

@@ -17,6 +17,7 @@ from PySide6.QtGui import QImage
 
 from sdstudio.core.document import Document
 from sdstudio.core.errors import SDStudioError
+from sdstudio.core.metadata import parse_parameters
 from sdstudio.core.pixels import to_rgba8
 from sdstudio.core.region import Box
 from sdstudio.core.request import MAX_SEED, GenerationRequest, Mode, random_seed
@@ -51,6 +52,15 @@ def qimage_of(array: np.ndarray) -> QImage:
     rgba = np.ascontiguousarray(to_rgba8(array))
     height, width = rgba.shape[:2]
     return QImage(rgba.data, width, height, width * 4, QImage.Format.Format_RGBA8888).copy()
+
+
+def made_by(result: Finished) -> str:
+    """How a result was made, for the status bar: its seed, or for a model-free fill the method
+    that really ran (its parameters say so; it may differ from the one asked for)."""
+    settings = parse_parameters(result.parameters)
+    if "Seed" in settings or "Sampler" not in settings:
+        return f"seed {result.request.seed}"
+    return settings["Sampler"]
 
 
 REFINE_STRENGTH = 0.5
@@ -231,7 +241,7 @@ class EditorSession(QObject):
             dropped += 1
         self.select(len(self.candidates) - 1)
         message = (
-            f"Result {len(self.candidates)} (seed {result.request.seed}): Enter accepts, "
+            f"Result {len(self.candidates)} ({made_by(result)}): Enter accepts, "
             "Left/Right steps through results, Backspace discards."
         )
         if dropped:
