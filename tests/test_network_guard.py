@@ -1,11 +1,14 @@
 """The suite's network guard (conftest.py): nothing leaves the machine, loopback still works.
 
 The refused calls are proved refused *before* the real socket call: a spy stands in for the real
-function beneath the guard and must never be called. No packet is sent outside loopback.
+function beneath the guard and must never be called. No packet can leave even with the guard
+broken: the sockets are bound to loopback first (Linux refuses to route from a loopback address
+to any other), and the resolver beneath ``socket.getaddrinfo`` is a spy too.
 """
 
 from __future__ import annotations
 
+import _socket
 import socket
 import threading
 
@@ -30,16 +33,25 @@ def spies(monkeypatch):
 
     for name in ("connect", "connect_ex", "sendto", "getaddrinfo"):
         monkeypatch.setitem(conftest._real, name, spy(name))
+    monkeypatch.setattr(_socket, "getaddrinfo", spy("getaddrinfo"))  # the resolver itself
     yield calls
     conftest.blocked_attempts.clear()  # the refusals below were the point of the test
 
 
+def bound_to_loopback(family: int, kind: int) -> socket.socket:
+    sock = socket.socket(family, kind)
+    sock.bind(("127.0.0.1", 0) if family == socket.AF_INET else ("::1", 0))
+    sock.settimeout(1)
+    return sock
+
+
 @pytest.mark.parametrize("call", ["connect", "connect_ex"])
 def test_a_connection_outside_loopback_is_refused_before_it_is_made(spies, call):
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.settimeout(1)
-        with pytest.raises(NetworkBlocked, match=r"10\.255\.255\.1"):
-            getattr(sock, call)(OUTSIDE)
+    with (
+        bound_to_loopback(socket.AF_INET, socket.SOCK_STREAM) as sock,
+        pytest.raises(NetworkBlocked, match=r"10\.255\.255\.1"),
+    ):
+        getattr(sock, call)(OUTSIDE)
     assert spies == []
     assert len(conftest.blocked_attempts) == 1
 
@@ -53,7 +65,7 @@ def test_create_connection_and_names_are_refused_without_a_lookup(spies):
 
 
 def test_a_datagram_outside_loopback_is_refused(spies):
-    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+    with bound_to_loopback(socket.AF_INET, socket.SOCK_DGRAM) as sock:
         with pytest.raises(NetworkBlocked, match=r"10\.255\.255\.1"):
             sock.sendto(b"x", OUTSIDE)
         with pytest.raises(NetworkBlocked):
@@ -62,10 +74,12 @@ def test_a_datagram_outside_loopback_is_refused(spies):
 
 
 def test_an_ipv6_address_outside_loopback_is_refused(spies):
-    if not socket.has_ipv6:
-        pytest.skip("no IPv6 here")
+    try:
+        sock = bound_to_loopback(socket.AF_INET6, socket.SOCK_STREAM)
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
     with (
-        socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as sock,
+        sock,
         pytest.raises(NetworkBlocked, match="2001:db8::1"),
     ):
         sock.connect(("2001:db8::1", 9, 0, 0))
@@ -140,10 +154,12 @@ def never(*args):
 
 def test_the_code_catches_the_refusal(monkeypatch):
     monkeypatch.setitem(conftest._real, "connect", never)
-    try:
-        socket.create_connection(("10.255.255.1", 9), timeout=1)
-    except Exception:
-        pass  # as a retry loop or a broad handler in the code under test would
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))  # nothing can leave from here, guard or not
+        try:
+            sock.connect(("10.255.255.1", 9))
+        except Exception:
+            pass  # as a retry loop or a broad handler in the code under test would
 
 
 def test_nothing_reached():
