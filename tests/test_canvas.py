@@ -288,8 +288,12 @@ def test_tool_shortcuts(qtbot, tmp_path):
         qtbot.keyClick(window.canvas, key)
         assert window.canvas.tool is tool
     size = window.canvas.brush.size
+    repaints = RepaintSpy(window.canvas)
+    repaints.take()
     qtbot.keyClick(window.canvas, Qt.Key.Key_BracketRight)
     assert window.canvas.brush.size == pytest.approx(size * 1.25)
+    canvas_area = window.canvas.width() * window.canvas.height()
+    assert area(repaints.take()) < 0.1 * canvas_area  # the ring at most, not the whole picture
     qtbot.keyClick(window.canvas, Qt.Key.Key_BracketLeft)
     assert window.canvas.brush.size == pytest.approx(size)
     window.close()

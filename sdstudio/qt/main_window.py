@@ -314,8 +314,7 @@ class MainWindow(ModelActions, FileHandling, Autosave, QMainWindow):
             "spacing": self.canvas.brush.spacing,
         }
         fields.update(changes)
-        self.canvas.brush = BrushSettings(**fields)
-        self.canvas.update()
+        self.canvas.brush = BrushSettings(**fields)  # the canvas repaints its brush ring
 
     def set_brush_size(self, size: float) -> None:
         size = max(1.0, min(2000.0, float(size)))
