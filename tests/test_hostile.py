@@ -220,6 +220,8 @@ def test_the_cli_opens_the_pictures_and_refuses_the_rest_clearly(hostile, tmp_pa
         else:
             assert_refused(name, code, err)
             assert not out.exists(), name
+            if name == "project.ora":  # says what the file is and what to do with it
+                assert "is a layered OpenRaster project, not a picture: open it in the" in err
 
         code, err = cli(["info", str(path)], capsys)
         if name in INFO_READS_TEXT:  # none of them holds generation parameters

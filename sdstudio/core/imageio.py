@@ -140,6 +140,11 @@ def _with_image(name: str, use: Callable[[Image.Image, bytes], _T]) -> _T:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise ImageLoadError(_bomb_message(name, data, exc)) from exc
     except UnidentifiedImageError as exc:
+        if data[:4] == b"PK\x03\x04" and b"image/openraster" in data[:128]:
+            raise ImageLoadError(
+                f"'{name}' is a layered OpenRaster project, not a picture: open it in the editor "
+                f"(sdstudio '{name}') and export a picture from it (Ctrl+E)."
+            ) from exc
         raise ImageLoadError(
             f"'{name}' is not an image SD Studio can read ({_READABLE}): cannot identify image file."
         ) from exc
