@@ -1,12 +1,12 @@
 """Structure + texture: the membrane fill's smooth shading under the exemplar fill's texture.
 
 An exemplar fill copies plausible texture but, where the picture holds nothing quite alike, often
-the wrong shading, which shows as a blotch (and costs it about 1.5 dB of PSNR against this on
+the wrong shading, which shows as a blotch (and costs it 1.0-1.4 dB of PSNR against this on
 bench_fill.py). The membrane fill gets the shading right on average but has no texture. This keeps
 the exemplar's detail (what a Gaussian of ``DETAIL_SIGMA`` removes) on the membrane's low
-frequencies. On bench_fill.py it beats Telea on PSNR over blob and block holes (+0.5, +1.35 dB)
-and carries much of the photo's texture (detail 0.56-0.62 against Telea's 0.07-0.10), but scores
-lower on SSIM (-0.07): texture that is plausible but not the lost one correlates less with the
+frequencies. On bench_fill.py (the product's path) it beats Telea on PSNR over blob and block holes (+1.1,
++1.7 dB) and carries much of the photo's texture (detail 0.50-0.56 against Telea's 0.06-0.11), but
+scores lower on SSIM (-0.05): texture that is plausible but not the lost one correlates less with the
 truth than a blur does.
 
 ``DETAIL_SIGMA`` is broad so that the exemplar also decides the edges: at 16 px a horizon through
