@@ -23,8 +23,9 @@ from PIL import Image
 
 from sdstudio import __version__
 from sdstudio.core import project, temporaries
+from sdstudio.core.atomic import write_atomically
 from sdstudio.core.errors import ProjectError
-from sdstudio.core.imageio import _encode, _write_atomically
+from sdstudio.core.imageio import _encode
 from sdstudio.core.pixels import to_8bit
 from sdstudio.core.project import (
     _BACKUP_HINT,
@@ -226,7 +227,7 @@ def _replace_verified(name: str, target: Path, payload: bytes, expected: Project
         if target.exists():
             _keep_backup(name, target)
 
-    _write_atomically(
+    write_atomically(
         name, target, payload, error=ProjectError, before_replace=check_and_keep_backup
     )
 
