@@ -32,7 +32,7 @@ MODELS = {
 def speedups(engine, reference, args) -> None:
     import torch
 
-    from sdstudio.engine.pipelines import Task
+    from sdstudio.engine.diffusion.pipelines import Task
 
     _, pipe = engine.cache.pipeline(reference, Task.INPAINT)
     if args.fuse_qkv:
@@ -60,8 +60,8 @@ def main() -> int:
     if not torch.cuda.is_available():
         print("bench_gpu: no CUDA device here; run it on a machine with an NVIDIA GPU.")
         return 0
-    from sdstudio.engine.diffusers_engine import DiffusersEngine
-    from sdstudio.engine.pipelines import PipelineCache
+    from sdstudio.engine.diffusion.engine import DiffusersEngine
+    from sdstudio.engine.diffusion.pipelines import PipelineCache
 
     dtype = getattr(torch, args.dtype)
     print(

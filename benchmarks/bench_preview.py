@@ -63,9 +63,9 @@ def main() -> int:
     args = parser.parse_args()
 
     from sdstudio.core.request import ModelFamily
-    from sdstudio.engine import diffusers_engine
+    from sdstudio.engine.diffusion import engine as diffusers_engine
+    from sdstudio.engine.diffusion.preview import LatentPreviewer
     from sdstudio.engine.events import Finished, Preview, Step
-    from sdstudio.engine.preview import LatentPreviewer
 
     engine, folder = cpu_sd15_engine()
     callback_s: list[float] = []

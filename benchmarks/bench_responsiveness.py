@@ -17,7 +17,7 @@ Start-up variants, tried because importing torch holds the GIL:
   preload       ``dlopen`` torch's shared libraries first through a ctypes call to libc's
                 ``dlopen`` (a foreign call lets go of the GIL; ``import`` and ``ctypes.CDLL``
                 do not), then import
-  quiet         what the editor does (sdstudio.engine.warmup.import_quietly): preload, and
+  quiet         what the editor does (sdstudio.engine.diffusion.warmup.import_quietly): preload, and
                 the garbage collector off while torch, transformers and diffusers import, then
                 ``gc.freeze()``: full collections over the millions of objects those imports
                 make hold the GIL for 50-300 ms each
@@ -88,7 +88,7 @@ def child(model: str, variant: str, torch_threads: int) -> dict:
     from PySide6.QtWidgets import QApplication
 
     from sdstudio.core.document import Document
-    from sdstudio.engine.warmup import import_quietly, preload_torch_libraries
+    from sdstudio.engine.diffusion.warmup import import_quietly, preload_torch_libraries
     from sdstudio.qt.main_window import MainWindow
 
     assert "torch" not in sys.modules
@@ -113,8 +113,8 @@ def child(model: str, variant: str, torch_threads: int) -> dict:
             sys.setswitchinterval(old)
         if torch_threads:
             torch.set_num_threads(torch_threads)
-        from sdstudio.engine.diffusers_engine import DiffusersEngine
-        from sdstudio.engine.pipelines import PipelineCache
+        from sdstudio.engine.diffusion.engine import DiffusersEngine
+        from sdstudio.engine.diffusion.pipelines import PipelineCache
 
         return DiffusersEngine(PipelineCache(device="cpu", dtype=torch.float32))
 

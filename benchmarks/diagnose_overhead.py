@@ -30,10 +30,10 @@ def main() -> int:
     from PIL import Image
 
     from sdstudio.engine import inpaint
-    from sdstudio.engine.diffusers_engine import DiffusersEngine, _cancel_hooks
-    from sdstudio.engine.pipelines import PipelineCache, Task
-    from sdstudio.engine.preview import LatentPreviewer
-    from sdstudio.engine.schedulers import make_scheduler
+    from sdstudio.engine.diffusion.engine import DiffusersEngine, _cancel_hooks
+    from sdstudio.engine.diffusion.pipelines import PipelineCache, Task
+    from sdstudio.engine.diffusion.preview import LatentPreviewer
+    from sdstudio.engine.diffusion.schedulers import make_scheduler
 
     dtype = torch.float16 if args.device == "cuda" else torch.float32
     tmp = tempfile.mkdtemp()

@@ -10,9 +10,9 @@ import numpy as np
 
 from sdstudio.core.request import GenerationRequest, Mode, Scheduler
 from sdstudio.engine import inpaint
+from sdstudio.engine.diffusion.pipelines import Task
+from sdstudio.engine.diffusion.schedulers import make_scheduler
 from sdstudio.engine.events import Failed, Finished
-from sdstudio.engine.pipelines import Task
-from sdstudio.engine.schedulers import make_scheduler
 
 
 def test_picture(size: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

@@ -170,8 +170,8 @@ def cpu_sd15_engine():
     """(engine, model folder): our engine with the native-256 SD 1.5 architecture loaded, on the CPU."""
     import torch
 
-    from sdstudio.engine.diffusers_engine import DiffusersEngine
-    from sdstudio.engine.pipelines import PipelineCache
+    from sdstudio.engine.diffusion.engine import DiffusersEngine
+    from sdstudio.engine.diffusion.pipelines import PipelineCache
 
     folder = str(cpu_sd15_256())
     engine = DiffusersEngine(PipelineCache(device="cpu", dtype=torch.float32))

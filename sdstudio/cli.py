@@ -186,7 +186,7 @@ def _load_inputs(args: argparse.Namespace):
 
 
 def _request(args: argparse.Namespace, mode: Mode, image, mask) -> GenerationRequest:
-    from sdstudio.engine.models import DEFAULT_INPAINT_MODEL, DEFAULT_MODEL
+    from sdstudio.engine.models.resolve import DEFAULT_INPAINT_MODEL, DEFAULT_MODEL
 
     fields: dict = {"mode": mode, "image": image, "mask": mask}
     if mode is Mode.REMOVE and args.refine:  # the engine supplies a neutral prompt
@@ -271,7 +271,7 @@ def _generate(args: argparse.Namespace, mode: Mode) -> int:
 
 
 def _load_engine(args: argparse.Namespace, model: str):
-    from sdstudio.engine.diffusers_engine import DiffusersEngine
+    from sdstudio.engine.diffusion.engine import DiffusersEngine
 
     print(f"Loading model {model} ...", file=sys.stderr, flush=True)
     folder = args.models_dir

@@ -144,8 +144,8 @@ def sdxl_model(tmp_path_factory) -> str:
 def engine():
     import torch
 
-    from sdstudio.engine.diffusers_engine import DiffusersEngine
-    from sdstudio.engine.pipelines import PipelineCache
+    from sdstudio.engine.diffusion.engine import DiffusersEngine
+    from sdstudio.engine.diffusion.pipelines import PipelineCache
 
     torch.set_num_threads(1)
     return DiffusersEngine(PipelineCache(device="cpu", dtype=torch.float32))

@@ -6,8 +6,13 @@ import numpy as np
 import pytest
 
 from sdstudio.core.errors import ModelError
-from sdstudio.engine.adapters import AdapterState, find_embeddings, find_lora, load_embedding
-from sdstudio.engine.prompts import count_tokens, encode_prompt
+from sdstudio.engine.diffusion.adapters import (
+    AdapterState,
+    find_embeddings,
+    find_lora,
+    load_embedding,
+)
+from sdstudio.engine.diffusion.prompts import count_tokens, encode_prompt
 
 UNET_TARGETS = ["to_q", "to_k", "to_v", "to_out.0"]
 

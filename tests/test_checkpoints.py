@@ -12,14 +12,14 @@ from tiny_models import pickle_trap, save_tiny, tiny_sd1
 
 from sdstudio.core.errors import ModelError
 from sdstudio.core.request import ModelFamily
-from sdstudio.engine.checkpoints import (
+from sdstudio.engine.models.checkpoints import (
     CONFIG_ENV,
     CONFIGS,
     inspect_checkpoint,
     load_single_file,
     with_tokenizer_files,
 )
-from sdstudio.engine.models import resolve_model
+from sdstudio.engine.models.resolve import resolve_model
 
 UNET = "model.diffusion_model."
 CAT_IDS = [49406, 320, 1125, 539, 320, 2368, 49407]  # "a photo of a cat", OpenAI CLIP's ids
@@ -242,7 +242,7 @@ PICKLE_WORDS = {  # what each refusal says, in its own words (the path aside)
 @pytest.mark.parametrize("name", ["model.ckpt", "model.pt", "model.bin", "model.safetensors"])
 @pytest.mark.parametrize("torch_zip", [False, True], ids=["raw", "torch-zip"])
 def test_pickles_are_refused_and_never_run(tmp_path, name, torch_zip, monkeypatch):
-    from sdstudio.engine.pipelines import PipelineCache
+    from sdstudio.engine.diffusion.pipelines import PipelineCache
 
     monkeypatch.setenv("TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD", "1")  # turns implicit loads unsafe
     marker = tmp_path / "payload-ran"
@@ -316,7 +316,7 @@ def run(pipe, inpainting: bool):
 def test_single_file_round_trip_gives_the_same_pictures(tiny, name, monkeypatch, no_network):
     import torch
 
-    from sdstudio.engine.pipelines import PipelineCache
+    from sdstudio.engine.diffusion.pipelines import PipelineCache
 
     folder, ldm_file, _ = tiny[name]
     info = resolve_model(str(ldm_file))

@@ -264,7 +264,7 @@ def test_inpaint_with_a_single_file_checkpoint_and_a_lora(
     from ldm_convert import save_ldm
     from test_adapters import _lora_file
 
-    from sdstudio.engine.pipelines import PipelineCache
+    from sdstudio.engine.diffusion.pipelines import PipelineCache
 
     pipe = PipelineCache(device="cpu").load(sd1_inpaint_model).pipe
     (files / "models").mkdir()

@@ -1,7 +1,7 @@
 import pytest
 
 from sdstudio.core.tokens import estimate_clip_tokens
-from sdstudio.engine.clip_tokens import clip_tokenizer, count_clip_tokens
+from sdstudio.engine.diffusion.clip_tokens import clip_tokenizer, count_clip_tokens
 
 
 def test_known_clip_ids():

@@ -13,8 +13,8 @@ import pytest
 
 from sdstudio.core.errors import GenerationError, ModelError
 from sdstudio.core.request import ModelFamily
-from sdstudio.engine import devices
-from sdstudio.engine.devices import (
+from sdstudio.engine.diffusion import devices
+from sdstudio.engine.diffusion.devices import (
     CPU_WARNING,
     DevicePlan,
     applied_plan,
@@ -415,7 +415,7 @@ def pipeline_np(pipe, **extra) -> np.ndarray:
 
 
 def test_run_and_decode_equals_the_sd1_pipeline(sd1_pipe):
-    from sdstudio.engine.decoding import run_and_decode
+    from sdstudio.engine.diffusion.decoding import run_and_decode
 
     expected = pipeline_np(sd1_pipe, **inpaint_inputs())
     ours = run_and_decode(sd1_pipe, arguments(**inpaint_inputs()), CPU_PLAN)
@@ -430,7 +430,7 @@ def test_run_and_decode_equals_the_sdxl_pipelines(sdxl_pipe, task, dtype):
     from diffusers import StableDiffusionXLInpaintPipeline
     from tiny_models import tiny_sdxl
 
-    from sdstudio.engine.decoding import run_and_decode
+    from sdstudio.engine.diffusion.decoding import run_and_decode
 
     pipe = sdxl_pipe
     if dtype == "float16":  # as on CUDA: the pipeline decodes in fp32 (force_upcast); so must we
@@ -456,7 +456,7 @@ def test_run_and_decode_equals_the_sdxl_pipelines(sdxl_pipe, task, dtype):
 def test_a_retry_after_out_of_memory_gives_the_seeds_image(sd1_pipe, freed, failures):
     import torch
 
-    from sdstudio.engine.decoding import run_and_decode
+    from sdstudio.engine.diffusion.decoding import run_and_decode
 
     tiled = failures == 2  # the second rung tiles the VAE (the tiny VAE's tiles are 32 px)
     if tiled:
@@ -519,7 +519,7 @@ def test_nan_from_a_half_precision_vae_is_decoded_again_in_fp32(
 ):
     import torch
 
-    from sdstudio.engine.decoding import decode_latents
+    from sdstudio.engine.diffusion.decoding import decode_latents
 
     vae, dtypes = half_vae
     latents = sd1_latents.half()
@@ -546,7 +546,7 @@ def test_nan_from_a_half_precision_vae_is_decoded_again_in_fp32(
 def test_nan_latents_fail_after_the_fp32_retry(sd1_pipe, half_vae):
     import torch
 
-    from sdstudio.engine.decoding import decode_latents
+    from sdstudio.engine.diffusion.decoding import decode_latents
 
     vae, dtypes = half_vae
     latents = torch.full((1, 4, 32, 32), float("nan"), dtype=torch.float16)
@@ -559,7 +559,7 @@ def test_nan_latents_fail_after_the_fp32_retry(sd1_pipe, half_vae):
 def test_black_from_an_fp32_vae_fails_without_a_retry(sd1_pipe, sd1_latents, monkeypatch):
     import torch
 
-    from sdstudio.engine.decoding import decode_latents
+    from sdstudio.engine.diffusion.decoding import decode_latents
 
     latents, decodes = sd1_latents, []
 
@@ -576,7 +576,7 @@ def test_black_from_an_fp32_vae_fails_without_a_retry(sd1_pipe, sd1_latents, mon
 def test_safety_checker_hits_are_filtered(sd1_pipe, sd1_latents, monkeypatch):
     import torch
 
-    from sdstudio.engine.decoding import ImageFiltered, decode_latents
+    from sdstudio.engine.diffusion.decoding import ImageFiltered, decode_latents
 
     latents = sd1_latents
     checker = type("Checker", (), {"dtype": torch.float32})()

@@ -96,7 +96,7 @@ def unet_calls(engine, model: str, cancel: threading.Event, hold_at: int):
     """Count the UNet forward calls begun and ended inside the block. Call ``hold_at`` waits for
     ``cancel`` (30 s at most) before it begins: the step under way when the person cancels, held
     so that the test does not race the generation thread."""
-    from sdstudio.engine.pipelines import Task
+    from sdstudio.engine.diffusion.pipelines import Task
 
     _, pipe = engine.cache.pipeline(model, Task.INPAINT)  # the pipeline the engine runs
     calls = {"begun": 0, "ended": 0}
@@ -212,7 +212,7 @@ def test_empty_mask_fails_with_clear_message(engine, sd1_inpaint_model, photo):
 
 
 def test_modes_share_one_set_of_weights(engine, sd1_model):
-    from sdstudio.engine.pipelines import Task
+    from sdstudio.engine.diffusion.pipelines import Task
 
     _, t2i = engine.cache.pipeline(sd1_model, Task.TXT2IMG)
     _, i2i = engine.cache.pipeline(sd1_model, Task.IMG2IMG)
@@ -227,8 +227,8 @@ def test_lora_tag_in_the_prompt_changes_the_picture_and_leaving_it_out_restores_
     import torch
     from test_adapters import _lora_file
 
-    from sdstudio.engine.diffusers_engine import DiffusersEngine
-    from sdstudio.engine.pipelines import PipelineCache
+    from sdstudio.engine.diffusion.engine import DiffusersEngine
+    from sdstudio.engine.diffusion.pipelines import PipelineCache
 
     models = tmp_path / "models"
     _lora_file(models / "loras", 1)  # lora1.safetensors
@@ -258,7 +258,7 @@ def test_words_past_75_tokens_still_count(engine, sd1_inpaint_model, photo, edge
 
 
 def test_changed_device_settings_reload_the_model(sd1_model):
-    from sdstudio.engine.pipelines import PipelineCache
+    from sdstudio.engine.diffusion.pipelines import PipelineCache
 
     overrides = {"device": "cpu"}
     cache = PipelineCache(overrides=lambda: dict(overrides))

@@ -135,7 +135,7 @@ def test_restore_fills_a_large_loss_with_texture_from_around_it():
 def test_the_model_removal_pre_fill_reads_beyond_its_crop_too():
     """Remove with a model pre-fills the hole before denoising it partly: a hole about as large
     as the model's crop must be pre-filled with texture, not smoothed for want of sources."""
-    from sdstudio.engine.diffusers_engine import _pipeline_inputs
+    from sdstudio.engine.diffusion.engine import _pipeline_inputs
 
     image = grain(900, 1300, seed=3)
     mask = square(900, 1300, 230, 430, 440)

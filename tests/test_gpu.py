@@ -23,7 +23,7 @@ from test_engine_diffusers import finished, inpaint_request, run_all, unet_calls
 
 from sdstudio.core.mask import blend_alpha
 from sdstudio.core.request import ModelFamily
-from sdstudio.engine.diffusers_engine import steps_run
+from sdstudio.engine.diffusion.engine import steps_run
 from sdstudio.engine.events import Cancelled, Failed, Finished, Preview, Started, Step
 
 NO_CUDA = "no CUDA GPU here (torch.cuda.is_available() is False)"
@@ -52,8 +52,8 @@ def require_cuda() -> None:
 def make_engine(device: str, dtype: str):
     import torch
 
-    from sdstudio.engine.diffusers_engine import DiffusersEngine
-    from sdstudio.engine.pipelines import PipelineCache
+    from sdstudio.engine.diffusion.engine import DiffusersEngine
+    from sdstudio.engine.diffusion.pipelines import PipelineCache
 
     torch.set_num_threads(1)
     return DiffusersEngine(PipelineCache(device=device, dtype=getattr(torch, dtype)))
@@ -150,7 +150,7 @@ def nan_decodes(engine, model: str, only_in_half: bool):
     an overflowing fp16 VAE does. Remove the returned handle."""
     import torch
 
-    from sdstudio.engine.pipelines import Task
+    from sdstudio.engine.diffusion.pipelines import Task
 
     _, pipe = engine.cache.pipeline(model, Task.INPAINT)
 
@@ -197,8 +197,8 @@ def check_default_device(model: str) -> None:
     fp32 (with its warning), and loads the model there."""
     import torch
 
-    from sdstudio.engine.devices import CPU_WARNING, plan_device
-    from sdstudio.engine.pipelines import PipelineCache
+    from sdstudio.engine.diffusion.devices import CPU_WARNING, plan_device
+    from sdstudio.engine.diffusion.pipelines import PipelineCache
 
     cuda = torch.cuda.is_available()
     plan = plan_device(ModelFamily.SD1)
@@ -224,7 +224,7 @@ def picture_512() -> tuple[np.ndarray, np.ndarray]:
 def check_real_inpaint(engine, model: str, steps: int = 4) -> Finished:
     """A 512 px inpaint through the product path, as a person would run it."""
     from sdstudio.engine import inpaint
-    from sdstudio.engine.pipelines import Task
+    from sdstudio.engine.diffusion.pipelines import Task
 
     image, mask = picture_512()
     loaded, _ = engine.cache.pipeline(model, Task.INPAINT)
@@ -296,7 +296,7 @@ def test_real_model_inpaints_512_px(variable):
             f"{variable} is not set: name a local diffusers folder, a .safetensors checkpoint "
             "or a hub id already in the Hugging Face cache to run this test"
         )
-    from sdstudio.engine.diffusers_engine import DiffusersEngine
+    from sdstudio.engine.diffusion.engine import DiffusersEngine
 
     engine = DiffusersEngine()  # the device and precision the product chooses
     try:

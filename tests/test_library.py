@@ -7,8 +7,14 @@ import pytest
 
 from sdstudio.core.errors import ModelError
 from sdstudio.core.request import ModelFamily
-from sdstudio.engine import downloads
-from sdstudio.engine.library import PRESETS, human_size, scan_adapters, scan_folder, scan_hub_cache
+from sdstudio.engine.models import downloads
+from sdstudio.engine.models.library import (
+    PRESETS,
+    human_size,
+    scan_adapters,
+    scan_folder,
+    scan_hub_cache,
+)
 
 
 def test_scan_lists_folders_with_family_kind_and_refuses_pickles(

@@ -317,8 +317,8 @@ def test_settings_persist_between_windows(qtbot, tmp_path):
 def test_end_to_end_with_a_tiny_pipeline(
     qtbot, make_window, tmp_path, photo, edge_mask, sd1_inpaint_model
 ):
-    from sdstudio.engine.diffusers_engine import DiffusersEngine
-    from sdstudio.engine.pipelines import PipelineCache
+    from sdstudio.engine.diffusion.engine import DiffusersEngine
+    from sdstudio.engine.diffusion.pipelines import PipelineCache
 
     window = make_window(DiffusersEngine(PipelineCache(device="cpu")))
     document = open_photo(qtbot, window, tmp_path, photo)
@@ -384,7 +384,7 @@ def test_missing_hub_model_is_downloaded_with_progress_then_generated(
         fetched.append(repo_id)
         return tmp_path / "hub-folder"
 
-    monkeypatch.setattr("sdstudio.engine.downloads.download_model", fake_download)
+    monkeypatch.setattr("sdstudio.engine.models.downloads.download_model", fake_download)
     window.generate()  # answered No: nothing happens
     assert fetched == [] and window.session.candidates == [] and not window.session.running
     window.generate()  # answered Yes: download, then generate

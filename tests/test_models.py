@@ -9,7 +9,7 @@ from tiny_models import pickle_trap
 
 from sdstudio.core.errors import ModelError
 from sdstudio.core.request import ModelFamily
-from sdstudio.engine.models import resolve_model
+from sdstudio.engine.models.resolve import resolve_model
 
 
 def test_local_folder_resolves_with_family(sd1_inpaint_model, sdxl_model):
@@ -70,7 +70,7 @@ def refused_at_resolve_and_load(folder, words: str) -> None:
     """Both the reference check and the loader refuse ``folder`` with ``words``."""
     import torch
 
-    from sdstudio.engine.pipelines import PipelineCache
+    from sdstudio.engine.diffusion.pipelines import PipelineCache
 
     with pytest.raises(ModelError, match=words):
         resolve_model(str(folder))
@@ -128,7 +128,7 @@ def test_unsupported_pipeline_and_non_model_folder(sd1_model, tmp_path):
 def test_needs_download_is_offline_and_exact(tmp_path, monkeypatch, sd1_model):
     import huggingface_hub.constants as constants
 
-    from sdstudio.engine.models import needs_download
+    from sdstudio.engine.models.resolve import needs_download
 
     monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
     assert needs_download("someone/not-here")

@@ -9,7 +9,7 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import QFileDialog
 
 from sdstudio.core.request import MAX_SEED, Scheduler
-from sdstudio.engine.models import DEFAULT_INPAINT_MODEL, DEFAULT_MODEL
+from sdstudio.engine.models.resolve import DEFAULT_INPAINT_MODEL, DEFAULT_MODEL
 from sdstudio.qt.panel import GenerationPanel
 
 DEFAULT_SETTINGS = {

@@ -16,7 +16,7 @@ import pytest
 from tiny_models import pickle_trap
 
 from sdstudio.core.errors import ModelError
-from sdstudio.engine.models import resolve_model
+from sdstudio.engine.models.resolve import resolve_model
 
 # component -> (its weights' file stem when saved as safetensors, the pickle name it would load)
 WEIGHTS = {
@@ -65,7 +65,7 @@ def torch_loads(monkeypatch) -> list:
 def load(folder: Path):
     import torch
 
-    from sdstudio.engine.pipelines import PipelineCache
+    from sdstudio.engine.diffusion.pipelines import PipelineCache
 
     return PipelineCache(device="cpu", dtype=torch.float32).load(str(folder))
 

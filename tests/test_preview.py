@@ -4,7 +4,7 @@ import pytest
 torch = pytest.importorskip("torch")
 
 from sdstudio.core.request import ModelFamily  # noqa: E402
-from sdstudio.engine.preview import DenoisedCapture, LatentPreviewer  # noqa: E402
+from sdstudio.engine.diffusion.preview import DenoisedCapture, LatentPreviewer  # noqa: E402
 
 
 def test_linear_preview_shape_range_and_family_difference():

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from sdstudio.core.errors import RequestError
-from sdstudio.engine.prompts import (
+from sdstudio.engine.diffusion.prompts import (
     LoraRef,
     ParsedPrompt,
     chunk_count,

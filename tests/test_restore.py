@@ -240,7 +240,7 @@ def test_restore_cli_without_a_model_says_how_to_redraw_large_losses(tmp_path, c
 def test_keep_tone_puts_generated_pixels_on_the_photos_tone_curve(keep_tone):
     from sdstudio.core.region import Box
     from sdstudio.core.request import GenerationRequest, Mode
-    from sdstudio.engine.diffusers_engine import _result_patch
+    from sdstudio.engine.diffusion.engine import _result_patch
 
     sepia = np.rint(scene()[:, :, None] * SEPIA).astype(np.uint8)
     request = GenerationRequest(mode=Mode.IMG2IMG, image=sepia, keep_tone=keep_tone)

@@ -398,8 +398,8 @@ def test_end_to_end_with_the_diffusers_engine(
     def factory():
         import torch
 
-        from sdstudio.engine.diffusers_engine import DiffusersEngine
-        from sdstudio.engine.pipelines import PipelineCache
+        from sdstudio.engine.diffusion.engine import DiffusersEngine
+        from sdstudio.engine.diffusion.pipelines import PipelineCache
 
         return DiffusersEngine(PipelineCache(device="cpu", dtype=torch.float32))
 

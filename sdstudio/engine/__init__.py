@@ -33,7 +33,7 @@ __all__ = [
 
 def __getattr__(name: str):
     if name == "DiffusersEngine":
-        from sdstudio.engine.diffusers_engine import DiffusersEngine
+        from sdstudio.engine.diffusion.engine import DiffusersEngine
 
         return DiffusersEngine
     raise AttributeError(name)

@@ -2,7 +2,7 @@
 
 Each choice is saved in the settings and read by the engine at its next model load; a change
 makes the next run reload the model with the new plan. "Automatic" lets SD Studio decide from
-the hardware and free memory (sdstudio.engine.devices); SDSTUDIO_* variables still win.
+the hardware and free memory (sdstudio.engine.diffusion.devices); SDSTUDIO_* variables still win.
 """
 
 from __future__ import annotations

@@ -24,8 +24,8 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.core.errors import RequestError
-from sdstudio.engine.library import scan_adapters
-from sdstudio.engine.prompts import parse_prompt
+from sdstudio.engine.diffusion.prompts import parse_prompt
+from sdstudio.engine.models.library import scan_adapters
 from sdstudio.qt.tasks import run_in_background
 
 _TAG = re.compile(r"\s*<\s*lora\s*:\s*([^:<>]+?)\s*(?::[^<>]*)?>", re.IGNORECASE)

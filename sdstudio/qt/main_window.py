@@ -40,9 +40,9 @@ log = logging.getLogger(__name__)
 
 def _diffusers_engine(models_folder, overrides):
     """Runs on the worker thread: torch and diffusers load here, never on the GUI thread."""
-    from sdstudio.engine.diffusers_engine import DiffusersEngine
-    from sdstudio.engine.pipelines import PipelineCache
-    from sdstudio.engine.warmup import import_quietly
+    from sdstudio.engine.diffusion.engine import DiffusersEngine
+    from sdstudio.engine.diffusion.pipelines import PipelineCache
+    from sdstudio.engine.diffusion.warmup import import_quietly
 
     import_quietly()
     return DiffusersEngine(PipelineCache(overrides=overrides), models_folder=models_folder)

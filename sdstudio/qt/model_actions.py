@@ -6,8 +6,8 @@ from __future__ import annotations
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QMessageBox
 
-from sdstudio.engine.library import human_size
-from sdstudio.engine.models import needs_download
+from sdstudio.engine.models.library import human_size
+from sdstudio.engine.models.resolve import needs_download
 from sdstudio.qt.model_library import Download, ModelLibraryDialog, models_folder
 
 

@@ -25,7 +25,13 @@ from PySide6.QtWidgets import (
 
 from sdstudio.core.errors import SDStudioError
 from sdstudio.core.paths import loras_dir, models_dir
-from sdstudio.engine.library import PRESETS, ModelEntry, human_size, scan_adapters, scan_library
+from sdstudio.engine.models.library import (
+    PRESETS,
+    ModelEntry,
+    human_size,
+    scan_adapters,
+    scan_library,
+)
 from sdstudio.qt.tasks import run_in_background
 
 FOLDER_KEY = "models/folder"
@@ -55,7 +61,7 @@ class Download:
         self.thread.start()
 
     def _run(self) -> None:
-        from sdstudio.engine.downloads import DownloadCancelled, download_model
+        from sdstudio.engine.models.downloads import DownloadCancelled, download_model
 
         try:
             folder = download_model(self.repo_id, self.signals.progress.emit, self.cancel)

@@ -32,7 +32,7 @@ from PySide6.QtWidgets import (
 from sdstudio.core.errors import RequestError
 from sdstudio.core.request import MAX_SEED, Scheduler
 from sdstudio.core.tokens import CLIP_WINDOW, chunks, estimate_clip_tokens
-from sdstudio.engine.models import DEFAULT_INPAINT_MODEL, DEFAULT_MODEL
+from sdstudio.engine.models.resolve import DEFAULT_INPAINT_MODEL, DEFAULT_MODEL
 from sdstudio.qt.tasks import run_in_background
 
 PREFIX = "generation/"
@@ -108,7 +108,7 @@ class _SeedValidator(QValidator):
 
 
 def _exact_counter() -> Callable[[str], int]:
-    from sdstudio.engine.clip_tokens import clip_tokenizer, count_clip_tokens
+    from sdstudio.engine.diffusion.clip_tokens import clip_tokenizer, count_clip_tokens
 
     clip_tokenizer()  # the slow part: reading the vocabulary
     return count_clip_tokens

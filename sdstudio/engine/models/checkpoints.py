@@ -25,11 +25,11 @@ from typing import Any, Literal
 
 from sdstudio.core.errors import ModelError
 from sdstudio.core.request import ModelFamily
-from sdstudio.engine.models import PICKLE_SUFFIXES, check_folder, pickle_refusal
+from sdstudio.engine.models.folders import PICKLE_SUFFIXES, check_folder, pickle_refusal
 
 log = logging.getLogger(__name__)
 
-CONFIGS = Path(__file__).parents[1] / "resources" / "configs"  # shipped inside the package
+CONFIGS = Path(__file__).parents[2] / "resources" / "configs"  # shipped inside the package
 TOKENIZER_FILES = ("vocab.json", "merges.txt")
 CONFIG_ENV = "SDSTUDIO_CHECKPOINT_CONFIG"
 MAX_HEADER = 100_000_000  # the safetensors library's own limit

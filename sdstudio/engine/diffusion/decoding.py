@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from sdstudio.core.errors import GenerationError
-from sdstudio.engine.devices import DevicePlan, applied_plan, run_with_ladder
+from sdstudio.engine.diffusion.devices import DevicePlan, applied_plan, run_with_ladder
 
 
 class ImageFiltered(GenerationError):

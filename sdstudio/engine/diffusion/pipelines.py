@@ -14,8 +14,9 @@ from typing import Any
 
 from sdstudio.core.errors import ModelError
 from sdstudio.core.request import ModelFamily
-from sdstudio.engine.devices import DevicePlan, apply_plan, plan_device
-from sdstudio.engine.models import ModelInfo, resolve_model
+from sdstudio.engine.diffusion.devices import DevicePlan, apply_plan, plan_device
+from sdstudio.engine.models.folders import ModelInfo
+from sdstudio.engine.models.resolve import resolve_model
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class Loaded:
 
 class PipelineCache:
     """``device``/``dtype`` given (tests, benchmarks) fix the device; otherwise each load plans
-    it from the hardware and free memory (sdstudio.engine.devices), with ``overrides`` from the
+    it from the hardware and free memory (sdstudio.engine.diffusion.devices), with ``overrides`` from the
     settings and the SDSTUDIO_DEVICE/DTYPE/OFFLOAD/VAE_TILING variables."""
 
     def __init__(
@@ -117,7 +118,7 @@ class PipelineCache:
             kwargs.update(safety_checker=None, requires_safety_checker=False)
         cls = getattr(diffusers, info.pipeline_class)
         if info.checkpoint is not None:  # a single file: the shipped configs, never the hub
-            from sdstudio.engine.checkpoints import load_single_file
+            from sdstudio.engine.models.checkpoints import load_single_file
 
             pipe = load_single_file(info.checkpoint.path, dtype=plan.torch_dtype)
         else:

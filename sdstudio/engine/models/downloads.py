@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from sdstudio.core.errors import ModelError
-from sdstudio.engine.models import ALLOW_PATTERNS, IGNORE_PATTERNS
+from sdstudio.engine.models.folders import ALLOW_PATTERNS, IGNORE_PATTERNS
 
 Report = Callable[[int, int, float], None]
 """(bytes done, bytes in all (0 while unknown), bytes per second)."""

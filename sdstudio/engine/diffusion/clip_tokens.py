@@ -13,7 +13,7 @@ import json
 from functools import lru_cache
 
 from sdstudio.core.errors import RequestError
-from sdstudio.engine.checkpoints import CONFIGS
+from sdstudio.engine.models.checkpoints import CONFIGS
 
 PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"""
 
@@ -47,7 +47,7 @@ def clip_tokenizer():
 def count_clip_tokens(text: str) -> int:
     """Tokens the text takes in CLIP's 75-token windows (no start/end tokens); ``<lora:...>``
     tags are not counted, since they never reach the text encoder."""
-    from sdstudio.engine.prompts import parse_prompt
+    from sdstudio.engine.diffusion.prompts import parse_prompt
 
     with contextlib.suppress(RequestError):  # a half-typed tag: count it as text
         text = parse_prompt(text).text

@@ -21,14 +21,19 @@ from sdstudio.core.pixels import to_rgb8
 from sdstudio.core.region import Box, generation_size
 from sdstudio.core.request import GenerationRequest, Mode
 from sdstudio.engine import inpaint
-from sdstudio.engine.adapters import AdapterState, find_embeddings, find_lora, load_embedding
 from sdstudio.engine.classical import fill_crop
 from sdstudio.engine.compositing import blend_patch, resize_rgb
-from sdstudio.engine.decoding import run_and_decode
-from sdstudio.engine.devices import applied_plan
+from sdstudio.engine.diffusion.adapters import (
+    AdapterState,
+    find_embeddings,
+    find_lora,
+    load_embedding,
+)
+from sdstudio.engine.diffusion.decoding import run_and_decode
+from sdstudio.engine.diffusion.devices import applied_plan
+from sdstudio.engine.diffusion.pipelines import PipelineCache, Task
+from sdstudio.engine.diffusion.prompts import encode_prompt, parse_prompt
 from sdstudio.engine.events import Event, Finished, Preview, Started, Step
-from sdstudio.engine.pipelines import PipelineCache, Task
-from sdstudio.engine.prompts import encode_prompt, parse_prompt
 from sdstudio.engine.streaming import Emit, GenerationThread, check_cancel
 
 log = logging.getLogger(__name__)
@@ -118,8 +123,8 @@ class DiffusersEngine:
     def _generate(self, request: GenerationRequest, cancel: threading.Event, emit: Emit) -> None:
         import torch
 
-        from sdstudio.engine.preview import DenoisedCapture, LatentPreviewer
-        from sdstudio.engine.schedulers import make_scheduler
+        from sdstudio.engine.diffusion.preview import DenoisedCapture, LatentPreviewer
+        from sdstudio.engine.diffusion.schedulers import make_scheduler
 
         total = steps_run(request.steps, request.strength, request.mode)
         if total < 1:

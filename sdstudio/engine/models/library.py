@@ -14,7 +14,7 @@ from pathlib import Path
 
 from sdstudio.core.errors import SDStudioError
 from sdstudio.core.request import ModelFamily
-from sdstudio.engine.models import PICKLE_SUFFIXES, check_folder
+from sdstudio.engine.models.folders import PICKLE_SUFFIXES, check_folder
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ def _file_entry(path: Path) -> ModelEntry:
             ),
         )
     try:
-        from sdstudio.engine.checkpoints import inspect_checkpoint, require_full
+        from sdstudio.engine.models.checkpoints import inspect_checkpoint, require_full
 
         info = inspect_checkpoint(path)
         require_full(info)  # a UNet-only file is not a model to pick
