@@ -55,6 +55,11 @@ class Report:
     smoothed: int = 0
 
 
+PATCH = 7
+"""Side of the exemplar fills' square patches."""
+R = PATCH // 2
+"""The patch radius (a compile-time constant of the numba kernels)."""
+
 MAX_GROUPS = 16
 """Holes of up to this many separate parts are filled part by part (each in its own box, from
 sources near it); more (dust, specks) are filled as one."""

@@ -3,7 +3,7 @@ fill's search and votes, and the membrane fill's sweeps.
 
 Images are padded float32 H x W x C arrays (colour, then texture features: distances and votes use
 every channel); a nearest-neighbour field (NNF) is two int64 H x W arrays giving, for each target
-patch centre, the centre of the source patch it copies. Patches are ``patchmatch.PATCH`` square.
+patch centre, the centre of the source patch it copies. Patches are ``_common.PATCH`` square.
 Every kernel releases the GIL, so the GUI thread keeps running during a fill.
 """
 
@@ -12,7 +12,7 @@ from __future__ import annotations
 import numba as nb
 import numpy as np
 
-from sdstudio.engine.fill.patchmatch import R  # the patch radius, a compile-time constant
+from sdstudio.engine.fill._common import R  # the patch radius, a compile-time constant
 
 
 @nb.njit(cache=True, nogil=True)

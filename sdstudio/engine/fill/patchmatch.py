@@ -17,11 +17,17 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
-from sdstudio.engine.fill._common import Progress, Report, check_cancel, fill_in_box, hole_box
+from sdstudio.engine.fill._common import (
+    PATCH,
+    Progress,
+    R,
+    Report,
+    check_cancel,
+    fill_in_box,
+    hole_box,
+)
 from sdstudio.engine.fill.smooth import solve
 
-PATCH = 7
-R = PATCH // 2
 COARSEST = 3.0
 """Stop shrinking once the hole is at most this many pixels from its edge."""
 MIN_SIDE = 24

@@ -42,7 +42,7 @@ def solve(image: np.ndarray, hole: np.ndarray, cancel: threading.Event | None = 
 
     Pixels outside the hole must hold real values; those inside are ignored.
     """
-    from sdstudio.engine.fill import _kernels as k  # numba, which imports this module's users
+    from sdstudio.engine.fill import _kernels as k  # numba: loaded on first use
 
     levels = [(image, hole)]
     while min(levels[-1][1].shape) > MIN_SIDE:
