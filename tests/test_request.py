@@ -71,3 +71,17 @@ def test_scheduler_names(name, member):
 def test_unknown_scheduler_lists_choices():
     with pytest.raises(RequestError, match="euler_a"):
         Scheduler.parse("fastest")
+
+
+@pytest.mark.parametrize(
+    "loras",
+    [(("",),), (("lcm", "1"),), (("lcm", True),), (("lcm", 11.0),), ((" ", 1.0),), ("lcm",)],
+)
+def test_a_lora_is_a_name_and_a_sane_weight(loras):
+    with pytest.raises(RequestError, match="A LoRA is a name and a weight"):
+        GenerationRequest(mode=Mode.TXT2IMG, loras=loras)
+
+
+def test_loras_with_weights_are_accepted():
+    request = GenerationRequest(mode=Mode.TXT2IMG, loras=(("lcm-lora-sdv1-5", 1.0), ("x", -0.5)))
+    assert request.loras[0] == ("lcm-lora-sdv1-5", 1.0)

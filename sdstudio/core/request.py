@@ -37,6 +37,11 @@ class Scheduler(Enum):
     DDIM = "DDIM"
     UNIPC = "UniPC"
     LCM = "LCM"
+    TCD = "TCD"
+    EULER_TRAILING = "Euler trailing"
+    """Euler with trailing timestep spacing: what few-step distilled models (SDXL-Lightning,
+    Hyper-SD, Turbo) are made for."""
+    EULER_A_TRAILING = "Euler a trailing"
 
     @classmethod
     def parse(cls, name: str) -> Scheduler:
@@ -107,6 +112,9 @@ class GenerationRequest:
     mask_blur: int = 4
     color_match: bool = True
     keep_tone: bool = False
+    loras: tuple[tuple[str, float], ...] = ()
+    """LoRAs switched on besides the prompt's ``<lora:name:weight>`` tags (a sampler preset's
+    few-step LoRA): (name or path, weight) pairs."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image", _frozen_copy(self.image, "image"))
@@ -129,6 +137,19 @@ class GenerationRequest:
             raise RequestError(f"Seed must be between 0 and {MAX_SEED} (got {self.seed}).")
         if self.padding < 0 or self.mask_blur < 0:
             raise RequestError("Padding and mask blur cannot be negative.")
+        for lora in self.loras:
+            if (
+                not isinstance(lora, tuple)
+                or len(lora) != 2
+                or not isinstance(lora[0], str)
+                or not lora[0].strip()
+                or isinstance(lora[1], bool)
+                or not isinstance(lora[1], int | float)
+                or not -10.0 <= lora[1] <= 10.0
+            ):
+                raise RequestError(
+                    f"A LoRA is a name and a weight between -10 and 10 (got {lora!r})."
+                )
         if self.mode is Mode.TXT2IMG:
             for name, value in (("Width", self.width), ("Height", self.height)):
                 if not 64 <= value <= 4096 or value % 8:

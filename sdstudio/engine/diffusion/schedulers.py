@@ -26,6 +26,15 @@ def make_scheduler(kind: Scheduler, base_config):
         Scheduler.DDIM: (diffusers.DDIMScheduler, {}),
         Scheduler.UNIPC: (diffusers.UniPCMultistepScheduler, {}),
         Scheduler.LCM: (diffusers.LCMScheduler, {}),
+        Scheduler.TCD: (diffusers.TCDScheduler, {}),
+        Scheduler.EULER_TRAILING: (
+            diffusers.EulerDiscreteScheduler,
+            {"timestep_spacing": "trailing"},
+        ),
+        Scheduler.EULER_A_TRAILING: (
+            diffusers.EulerAncestralDiscreteScheduler,
+            {"timestep_spacing": "trailing"},
+        ),
     }
     cls, overrides = classes[kind]
     return cls.from_config(base_config, **overrides)
