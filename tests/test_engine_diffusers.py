@@ -243,6 +243,11 @@ def test_lora_tag_in_the_prompt_changes_the_picture_and_leaving_it_out_restores_
     np.testing.assert_array_equal(plain, again)
     missing = run_all(engine, base.with_(prompt="a red ball <lora:nope>"))[-1]
     assert isinstance(missing, Failed) and "nope" in missing.message
+    # a LoRA the request carries besides the prompt (a sampler preset's) is the same LoRA
+    carried = finished(
+        run_all(engine, base.with_(prompt="a red ball", loras=(("lora1", 1.0),)))
+    ).patch
+    np.testing.assert_array_equal(carried, styled)
 
 
 def test_words_past_75_tokens_still_count(engine, sd1_inpaint_model, photo, edge_mask):

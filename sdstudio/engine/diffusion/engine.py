@@ -107,14 +107,16 @@ class DiffusersEngine:
         self.cache.unload()
 
     def _conditioning(self, request: GenerationRequest, pipe: Any) -> dict[str, Any]:
-        """Prompt embeddings: LoRAs from ``<lora:name:w>`` tags applied (others switched off),
-        embeddings named in the prompt loaded, long prompts encoded in 75-token chunks."""
+        """Prompt embeddings: LoRAs from ``<lora:name:w>`` tags and ``request.loras`` applied
+        (others switched off), embeddings named in the prompt loaded, long prompts encoded in
+        75-token chunks."""
         parsed = parse_prompt(request.prompt)
         prompt, negative = parsed.text, parse_prompt(request.negative_prompt).text
         if request.mode is Mode.REMOVE:
             prompt, negative = prompt or NEUTRAL_PROMPT, negative or NEUTRAL_NEGATIVE
         models = self.models_folder()
-        loras = [(find_lora(ref.name, [loras_dir(models)]), ref.weight) for ref in parsed.loras]
+        wanted = [(ref.name, ref.weight) for ref in parsed.loras] + list(request.loras)
+        loras = [(find_lora(name, [loras_dir(models)]), weight) for name, weight in wanted]
         self.adapters.apply(pipe, loras)
         for path in find_embeddings(f"{prompt} {negative}", [embeddings_dir(models)]):
             load_embedding(pipe, path)
