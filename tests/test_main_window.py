@@ -87,17 +87,20 @@ def test_fast_stroke_masks_its_whole_path(qtbot, make_window, tmp_path, photo):
     assert window.session.mode().value == "inpaint"
 
 
-def test_paint_then_undo_restores_picture_bit_exact(qtbot, make_window, tmp_path, photo):
+def test_paint_then_undo_restores_sketch_and_picture_bit_exact(qtbot, make_window, tmp_path, photo):
     window = make_window()
     document = open_photo(qtbot, window, tmp_path, photo)
     window.set_tool(CanvasTool.PAINT)
     window.canvas.paint_color = (255, 255, 0)
     drag(window.canvas, [(30, 30), (100, 60), (150, 30)])
-    assert not np.array_equal(document.image, photo)
+    painted = document.sketch.copy()  # the brush paints on the sketch above the picture
+    assert tuple(painted[60, 100]) == (255, 255, 0, 255)
+    np.testing.assert_array_equal(document.image, photo)
     window.undo()
+    assert not document.sketch.any()
     np.testing.assert_array_equal(document.image, photo)
     window.redo()
-    assert not np.array_equal(document.image, photo)
+    np.testing.assert_array_equal(document.sketch, painted)
 
 
 def test_generate_previews_candidate_accept_undo(qtbot, make_window, tmp_path, photo, edge_mask):

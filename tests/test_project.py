@@ -310,14 +310,16 @@ def test_verify_mismatch_keeps_the_old_file(saved, monkeypatch):
     assert listing(target.parent) == ["work.ora"]
 
 
-def write_instead(monkeypatch, change) -> None:
-    """Make the writer put what ``change(settings, results)`` returns on disk, while the check
-    still expects what was asked for (what a failing disk or memory does)."""
+def write_instead(monkeypatch, change, change_sketch=lambda sketch: sketch) -> None:
+    """Make the writer put what ``change(settings, results)`` (and ``change_sketch(sketch)``)
+    return on disk, while the check still expects what was asked for (what a failing disk or
+    memory does)."""
     real_archive = project_save._archive
 
-    def archive(image, mask, settings, results=()):
+    def archive(image, mask, settings, results=(), sketch=None):
         document, results = change(json.loads(settings), list(results))
-        return real_archive(image, mask, json.dumps(document).encode(), tuple(results))
+        encoded = json.dumps(document).encode()
+        return real_archive(image, mask, encoded, tuple(results), change_sketch(sketch))
 
     monkeypatch.setattr(project_save, "_archive", archive)
 
@@ -521,14 +523,14 @@ def test_foreign_file_with_offset_layers_loads_the_flattened_picture(tmp_path):
 def test_foreign_file_with_a_picture_layer_and_more_layers(tmp_path):
     image, mask = rng_pixels((48, 64, 3), seed=12), rng_pixels((48, 64), seed=13)
     layers = [
-        ({"name": "Sketch", "src": "data/a.png", "x": "3"}, png_bytes(image[:5, :5])),
+        ({"name": "Ink", "src": "data/a.png", "x": "3"}, png_bytes(image[:5, :5])),
         ({"name": "Mask", "src": "data/m.png", "visibility": "hidden"}, png_bytes(mask)),
         ({"name": "Picture", "src": "data/p.png"}, png_bytes(image)),
     ]
     loaded = load_project(foreign_ora(tmp_path / "x.ora", layers, image))
     np.testing.assert_array_equal(loaded.image, image)
     np.testing.assert_array_equal(loaded.mask, mask)
-    assert len(loaded.notes) == 1 and "'Sketch'" in loaded.notes[0]
+    assert len(loaded.notes) == 1 and "'Ink'" in loaded.notes[0]
 
 
 def test_moved_picture_layer_falls_back_to_the_flattened_picture(tmp_path):

@@ -5,6 +5,8 @@ combine with ``max`` into a float coverage, so overlapping dabs never build up p
 the layer is recomputed from the pixels it had before the stroke, mixed toward the tool's target
 by the coverage: ``before + (target - before) * coverage``, where the target is 255 (full) for
 ERASE, 0 for RESTORE and the colour for PAINT; a second stroke mixes further, so it builds up.
+On a premultiplied RGBA layer (the sketch, ``paint_alpha``) the target is the colour with alpha
+255, and that same mix is exactly "colour over what was there".
 Coverage and "before" pixels are kept only for the tiles the stroke touched; the "before" tiles
 are the stroke's undo entry.
 
@@ -35,7 +37,7 @@ _footprints: OrderedDict[tuple[float, float, float, float], np.ndarray] = Ordere
 class Tool(Enum):
     ERASE = "erase"  # raise the mask toward 255: this area is regenerated
     RESTORE = "restore"  # lower the mask toward 0: keep this area
-    PAINT = "paint"  # paint a colour into the picture (sketch-to-image)
+    PAINT = "paint"  # paint a colour (the Document paints on its sketch layer)
 
 
 @dataclass(frozen=True)
@@ -155,8 +157,18 @@ class Stroke:
         layer: str | None = None,
         on_change: Callable[[Box], None] | None = None,
         on_end: Callable[[Box | None], None] | None = None,
+        paint_alpha: bool = False,
     ) -> None:
-        if tool is Tool.PAINT:
+        """``paint_alpha``: PAINT on a premultiplied RGBA uint8 layer (the sketch), raising its
+        alpha with the colour; otherwise an RGBA picture's alpha is left as it is."""
+        if paint_alpha:
+            if tool is not Tool.PAINT or array.dtype != np.uint8 or array.shape[2:] != (4,):
+                raise ValueError(
+                    f"Painting with alpha needs the brush on an H x W x 4 uint8 layer, not "
+                    f"{tool.value} on {array.shape} {array.dtype}."
+                )
+            target = np.append(_paint_value(array, color), np.float32(255))
+        elif tool is Tool.PAINT:
             target = _paint_value(array, color)
         elif array.ndim == 2 and array.dtype in (np.uint8, np.uint16):
             target = np.float32(np.iinfo(array.dtype).max if tool is Tool.ERASE else 0)
@@ -167,7 +179,7 @@ class Stroke:
             )
         # Scratch for composing one tile, allocated once: fresh large temporaries cost page
         # faults, and numpy broadcasting over a 3-channel axis is several times slower.
-        self._channels = 1 if array.ndim == 2 else 3
+        self._channels = 4 if paint_alpha else 1 if array.ndim == 2 else 3
         self._targets = np.tile(np.atleast_1d(target).astype(np.float32), TILE * TILE)
         self._base, self._mix, self._spread = (
             np.empty(TILE * TILE * self._channels, np.float32) for _ in range(3)
@@ -289,7 +301,7 @@ class Stroke:
 
     def _compose(self, before: np.ndarray, coverage: np.ndarray, out: np.ndarray) -> None:
         """Write ``before + (target - before) * coverage``, rounded, into ``out`` (one tile)."""
-        if out.ndim == 3 and out.shape[2] == 4:  # an RGBA picture's alpha stays as it is
+        if out.ndim == 3 and out.shape[2] > self._channels:  # a picture's alpha stays as it is
             before, out = before[:, :, :3], out[:, :, :3]
         shape = out.shape
         size = coverage.size * self._channels

@@ -1,9 +1,11 @@
-"""The document: the picture, the mask of what to regenerate, the region, and their undo history.
+"""The document: the picture, the mask of what to regenerate, the sketch, the region, and their
+undo history.
 
 Qt-free. The canvas turns pointer events into ``begin_stroke`` / ``Stroke.add`` / ``Stroke.end``
 calls in image coordinates; every edit is one undo step and tells the listeners which area changed,
 so the view repaints only that area. The picture and mask arrays are edited in place and keep
-their identity for the document's life.
+their identity for the document's life; so does the sketch (``core.sketch``: premultiplied RGBA
+above the picture, which the brush paints on) once the first brush stroke has made it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,8 @@ from sdstudio.core.brush import BrushSettings, Stroke, Tool
 from sdstudio.core.history import History, snapshot_box
 from sdstudio.core.mask import REPAINT, bounding_box, invert
 from sdstudio.core.region import Box
+from sdstudio.core.sketch import LAYER as SKETCH
+from sdstudio.core.sketch import SketchLayer, new_sketch, sketch_bounds
 
 Listener = Callable[[Box], None]
 _UNSAVED = -1  # a history state no document ever has: "modified" until saved
@@ -35,7 +39,8 @@ def _check_image(image: np.ndarray) -> None:
 
 
 class Document:
-    """The picture being edited (``image``), its ``mask`` (255 = regenerate), and history."""
+    """The picture being edited (``image``), its ``mask`` (255 = regenerate), its ``sketch``
+    (None until the brush first paints), and history."""
 
     def __init__(
         self, image: np.ndarray, path: Path | None = None, history_budget: int = 512 * 2**20
@@ -43,6 +48,11 @@ class Document:
         _check_image(image)
         self.image = np.ascontiguousarray(image)
         self.mask = np.zeros(image.shape[:2], np.uint8)
+        self.sketch: np.ndarray | None = None
+        """Premultiplied RGBA uint8 the picture's size, made by the first brush stroke (a
+        picture never sketched on costs nothing)."""
+        self.sketch_visible = True
+        """Whether the sketch is shown: a view setting, saved with projects, not an undo step."""
         self.region: Box | None = None
         self.path = path
         self.icc_profile: bytes | None = None
@@ -81,7 +91,10 @@ class Document:
 
     @property
     def layers(self) -> dict[str, np.ndarray]:
-        return {"image": self.image, "mask": self.mask}
+        layers = {"image": self.image, "mask": self.mask}
+        if self.sketch is not None:
+            layers[SKETCH] = self.sketch
+        return layers
 
     @property
     def has_mask(self) -> bool:
@@ -98,7 +111,7 @@ class Document:
 
     @property
     def version(self) -> object:
-        """Equal versions mean equal pixels (picture and mask): cheap to compare, for work done
+        """Equal versions mean equal pixels (picture, mask, sketch): cheap to compare, for work done
         in the background on a snapshot. None while a stroke is being drawn."""
         return None if self._stroke_pending else self.history.state
 
@@ -132,9 +145,11 @@ class Document:
     def begin_stroke(
         self, tool: Tool, settings: BrushSettings, color: tuple[int, int, int] | None = None
     ) -> Stroke:
-        """Start a stroke: ERASE and RESTORE act on the mask, PAINT on the picture."""
+        """Start a stroke: ERASE and RESTORE act on the mask, PAINT on the sketch."""
         self._finish_stroke()
-        layer = "image" if tool is Tool.PAINT else "mask"
+        layer = SKETCH if tool is Tool.PAINT else "mask"
+        if layer == SKETCH and self.sketch is None:
+            self.sketch = new_sketch(self.height, self.width)
         self._stroke = Stroke(
             self.layers[layer],
             tool,
@@ -144,6 +159,7 @@ class Document:
             layer=layer,
             on_change=self._stroke_changed,
             on_end=self._stroke_ended,
+            paint_alpha=layer == SKETCH,
         )
         return self._stroke
 
@@ -240,6 +256,48 @@ class Document:
                 self.mask[masked.slices] = 0
 
         return self._edit(label, boxes, write, area)
+
+    # -- sketch ------------------------------------------------------------------------------
+
+    def clear_sketch(self) -> Box | None:
+        """Make the sketch transparent (one undo step); the area cleared, or None."""
+        box = sketch_bounds(self.sketch)
+        if box is None:
+            return None
+
+        def write() -> None:
+            self.sketch[box.slices] = 0
+
+        return self._edit("Clear sketch", {SKETCH: box}, write, box)
+
+    def set_sketch_visible(self, visible: bool) -> Box | None:
+        """Show or hide the sketch (not an undo step); listeners get the sketch's area."""
+        if bool(visible) == self.sketch_visible:
+            return None
+        self.sketch_visible = bool(visible)
+        return self._notify(sketch_bounds(self.sketch))
+
+    def sketch_layer(self) -> SketchLayer | None:
+        """A copy of the sketch and whether it is shown, for a save; None if never sketched."""
+        if self.sketch is None:
+            return None
+        return SketchLayer(self.sketch.copy(), self.sketch_visible)
+
+    def load_sketch(self, layer: SketchLayer | None) -> None:
+        """Take the sketch of an opened project (not an undo step: call it before editing)."""
+        self._finish_stroke()
+        if layer is None:
+            return
+        if layer.pixels.shape[:2] != self.image.shape[:2]:
+            raise ValueError(
+                f"The sketch is {layer.pixels.shape[1]} x {layer.pixels.shape[0]}, the picture "
+                f"{self.width} x {self.height}."
+            )
+        if self.sketch is None:
+            self.sketch = new_sketch(self.height, self.width)
+        self.sketch[...] = layer.pixels
+        self.sketch_visible = layer.visible
+        self._notify(self.bounds)
 
     def set_region(self, box: Box | None) -> None:
         """Store the generation region (not an undo step); listeners get the old and new area."""

@@ -3,11 +3,14 @@
 OpenRaster (.ora) is a zip archive that Krita, GIMP, MyPaint and others open. SD Studio writes::
 
     mimetype                  "image/openraster": the first entry, stored, with no extra field
-    stack.xml                 <image version="0.0.3" w=.. h=..><stack> Mask, Result 1 .., Picture
+    stack.xml                 <image version="0.0.3" w=.. h=..><stack> Mask, Result 1 ..,
+                              Sketch, Picture
     data/mask.png             the mask, 8-bit grey, 255 = regenerate: a hidden layer on top
+    data/sketch.png           the brush's sketch, 8-bit RGBA (straight alpha), shown or hidden as
+                              in the editor; only once something was sketched (project_sketch)
     data/result-N.png         waiting results, not yet accepted: hidden layers at their place
     data/picture.png          the picture in its own layout and bit depth (16-bit PNG for uint16)
-    mergedimage.png           what the picture looks like, 8-bit RGBA, for viewers
+    mergedimage.png           what the picture looks like (with a shown sketch), 8-bit RGBA
     Thumbnails/thumbnail.png  the same, at most 256 x 256
     sdstudio/project.json     {"format": 1, "writer": ..., "extra": {prompts, seeds, models ...},
                                "results": [how each waiting result was made]}
@@ -44,6 +47,8 @@ from sdstudio.core import temporaries
 from sdstudio.core.errors import ProjectError
 from sdstudio.core.imageio import _bomb_message, _decode, _read_failure
 from sdstudio.core.pixels import to_8bit
+from sdstudio.core.project_sketch import SKETCH_LAYER, sketch_from_file
+from sdstudio.core.sketch import SketchLayer
 
 SUFFIX = ".ora"
 BACKUP_SUFFIX = "~"
@@ -101,15 +106,16 @@ class Result:
 
 @dataclass(frozen=True, eq=False)
 class Project:
-    """A loaded project: ``image`` and ``mask`` as a Document holds them, our ``extra``
-    settings, the waiting ``results``, and ``notes`` on anything not loaded as stored (files
-    from other programs)."""
+    """A loaded project: ``image``, ``mask`` and ``sketch`` (None: never sketched) as a
+    Document holds them, our ``extra`` settings, the waiting ``results``, and ``notes`` on
+    anything not loaded as stored (files from other programs)."""
 
     image: np.ndarray
     mask: np.ndarray
     extra: dict[str, Any] = field(default_factory=dict)
     notes: tuple[str, ...] = ()
     results: tuple[Result, ...] = ()
+    sketch: SketchLayer | None = None
 
 
 # ----------------------------------------------------------------------------------- loading
@@ -240,7 +246,8 @@ class _Reader:
         image = self._picture(layers, width, height)
         mask = self._mask(layers, image.shape[:2])
         results = self._results(layers, image.shape[:2])
-        return Project(image, mask, extra, tuple(self.notes), results)
+        sketch = self._sketch(layers, image.shape[:2])
+        return Project(image, mask, extra, tuple(self.notes), results, sketch)
 
     def _stack(self) -> tuple[int, int, list[ET.Element]]:
         if STACK not in self.members:
@@ -307,7 +314,7 @@ class _Reader:
 
     def _picture(self, layers: list[ET.Element], width: int, height: int) -> np.ndarray:
         named = [layer for layer in layers if layer.get("name") == PICTURE_LAYER]
-        ours = (PICTURE_LAYER, MASK_LAYER)
+        ours = (PICTURE_LAYER, MASK_LAYER, SKETCH_LAYER)
         others = [
             layer.get("name", "")
             for layer in layers
@@ -371,6 +378,17 @@ class _Reader:
             alpha = grey[:, :, 3].astype(np.uint32) if grey.shape[2] == 4 else 255
             grey = ((luma * alpha + 127) // 255).astype(np.uint8)
         return np.ascontiguousarray(grey)
+
+    def _sketch(self, layers: list[ET.Element], shape: tuple[int, ...]) -> SketchLayer | None:
+        named = [layer for layer in layers if layer.get("name") == SKETCH_LAYER]
+        if not named:
+            return None
+        x, y = self._offsets(named[0])
+        sketch, notes = sketch_from_file(
+            self._layer(named[0]), x, y, shape, named[0].get("visibility")
+        )
+        self.notes.extend(notes)
+        return sketch
 
     def _result_number(self, layer: ET.Element) -> int | None:
         """N for our own "Result N" layers (named and stored as we write them), else None."""

@@ -49,6 +49,8 @@ from sdstudio.core.project import (
     Project,
     Result,
 )
+from sdstudio.core.project_sketch import HIDDEN, SKETCH_LAYER, SKETCH_SRC, sketch_for_file
+from sdstudio.core.sketch import SketchLayer, composite
 
 
 def save_project(
@@ -57,10 +59,12 @@ def save_project(
     mask: np.ndarray | None = None,
     extra: dict[str, Any] | None = None,
     results: tuple[Result, ...] | list[Result] = (),
+    sketch: SketchLayer | None = None,
 ) -> None:
     """Write ``image``, ``mask`` (None: nothing to regenerate) and the JSON-serialisable
-    ``extra`` to ``path`` (.ora), with the waiting ``results`` as hidden layers, verified and
-    atomically; the previous file becomes ``path~``.
+    ``extra`` to ``path`` (.ora), with the waiting ``results`` as hidden layers and the
+    ``sketch`` (None: never sketched) as its own layer, verified and atomically; the previous
+    file becomes ``path~``.
     On failure the previous file is left as it was and no temporary file remains."""
     name = os.fspath(path)
     target = Path(os.path.realpath(name)) if os.path.islink(name) else Path(name)
@@ -72,9 +76,10 @@ def save_project(
     mask = _checked_layers(name, image, mask)
     results = tuple(results)
     _check_results(name, image, results)
+    _check_sketch(name, image, sketch)
     settings = _settings_json(name, extra, [result.info for result in results])
     try:
-        payload = _archive(image, mask, settings, results)
+        payload = _archive(image, mask, settings, results, sketch)
     except MemoryError as exc:
         raise ProjectError(f"Not enough memory to save '{name}'; close other pictures.") from exc
     except Exception as exc:
@@ -83,7 +88,7 @@ def save_project(
     kept = tuple(
         Result(r.patch, r.x, r.y, info) for r, info in zip(results, stored["results"], strict=True)
     )
-    expected = Project(image, mask, stored["extra"], results=kept)
+    expected = Project(image, mask, stored["extra"], results=kept, sketch=sketch)
     _replace_verified(name, target, payload, expected)
 
 
@@ -153,22 +158,38 @@ def _check_results(name: str, image: np.ndarray, results: tuple[Result, ...]) ->
             )
 
 
+def _check_sketch(name: str, image: np.ndarray, sketch: SketchLayer | None) -> None:
+    if sketch is not None and (
+        not isinstance(sketch, SketchLayer) or sketch.pixels.shape[:2] != image.shape[:2]
+    ):
+        raise ProjectError(f"Cannot save '{name}': the sketch is not the picture's size.")
+
+
 def _archive(
-    image: np.ndarray, mask: np.ndarray, settings: bytes, results: tuple[Result, ...] = ()
+    image: np.ndarray,
+    mask: np.ndarray,
+    settings: bytes,
+    results: tuple[Result, ...] = (),
+    sketch: SketchLayer | None = None,
 ) -> bytes:
     merged = _rgba8(image)
+    if sketch is not None and sketch.visible:
+        merged = composite(merged, sketch.pixels)
     thumbnail = Image.fromarray(merged)
     thumbnail.thumbnail((THUMBNAIL_SIZE, THUMBNAIL_SIZE), Image.Resampling.LANCZOS)
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         stored, deflated = zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED  # PNGs are compressed
         _add(archive, "mimetype", MIMETYPE, stored)
-        stack = _stack_xml(image.shape[1], image.shape[0], results)
+        stack = _stack_xml(image.shape[1], image.shape[0], results, sketch)
         _add(archive, STACK, stack, deflated)
         _add(archive, MASK_SRC, _encode(mask, "PNG", None, PNG_LEVEL), stored)
         for number, result in enumerate(results, 1):
             patch = _encode(result.patch, "PNG", None, PNG_LEVEL)
             _add(archive, RESULT_SRC.format(number), patch, stored)
+        if sketch is not None:
+            strokes = _encode(sketch_for_file(sketch), "PNG", None, PNG_LEVEL)
+            _add(archive, SKETCH_SRC, strokes, stored)
         _add(archive, PICTURE_SRC, _encode(image, "PNG", None, PNG_LEVEL), stored)
         _add(archive, MERGED, _encode(merged, "PNG", None, PNG_LEVEL), stored)
         _add(archive, THUMBNAIL, _encode(np.asarray(thumbnail), "PNG", None), stored)
@@ -193,13 +214,18 @@ def _rgba8(image: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(pixels)
 
 
-def _stack_xml(width: int, height: int, results: tuple[Result, ...] = ()) -> bytes:
+def _stack_xml(
+    width: int, height: int, results: tuple[Result, ...] = (), sketch: SketchLayer | None = None
+) -> bytes:
     root = ET.Element("image", version=ORA_VERSION, w=str(width), h=str(height))
     stack = ET.SubElement(root, "stack")
     layers = [(MASK_LAYER, MASK_SRC, 0, 0, "hidden")]
     for number, result in enumerate(results, 1):
         name = RESULT_LAYER.format(number)
         layers.append((name, RESULT_SRC.format(number), result.x, result.y, "hidden"))
+    if sketch is not None:
+        shown = "visible" if sketch.visible else HIDDEN
+        layers.append((SKETCH_LAYER, SKETCH_SRC, 0, 0, shown))
     layers.append((PICTURE_LAYER, PICTURE_SRC, 0, 0, "visible"))
     for layer, src, x, y, visibility in layers:
         attributes = {"composite-op": "svg:src-over", "opacity": "1.000"}
@@ -249,6 +275,7 @@ def _verify(name: str, temporary: str, expected: Project) -> None:
             ("mask", _same(written.mask, expected.mask)),
             ("settings", written.extra == expected.extra),
             ("results", _same_results(written.results, expected.results)),
+            ("sketch", _same_sketch(written.sketch, expected.sketch)),
         )
         if not same
     ]
@@ -265,6 +292,12 @@ def _same_results(a: tuple[Result, ...], b: tuple[Result, ...]) -> bool:
         (x.x, x.y, x.info) == (y.x, y.y, y.info) and _same(x.patch, y.patch)
         for x, y in zip(a, b, strict=True)
     )
+
+
+def _same_sketch(a: SketchLayer | None, b: SketchLayer | None) -> bool:
+    if a is None or b is None:
+        return a is b
+    return a.visible == b.visible and _same(a.pixels, b.pixels)
 
 
 def _same(a: np.ndarray, b: np.ndarray) -> bool:

@@ -29,6 +29,7 @@ from sdstudio.core.errors import ProjectError
 from sdstudio.core.paths import data_dir
 from sdstudio.core.project import Project, Result, load_project
 from sdstudio.core.project_save import save_project
+from sdstudio.core.sketch import SketchLayer
 
 
 def recovery_dir() -> Path:
@@ -74,11 +75,12 @@ class RecoverySession:
         extra: dict | None = None,
         source: Path | None = None,
         results: Sequence[Result] = (),
+        sketch: SketchLayer | None = None,
     ) -> None:
         """Write a snapshot (safely: the previous one stays valid until the new one is whole),
-        with the waiting ``results`` too."""
+        with the waiting ``results`` and the ``sketch`` too."""
         facts = {"source": str(source) if source else None, "saved_at": time.time()}
-        save_project(self.snapshot_path, image, mask, extra, results)
+        save_project(self.snapshot_path, image, mask, extra, results, sketch)
         _write_facts(self.snapshot_path.with_suffix(".json"), facts)
 
     def clear(self) -> None:
@@ -113,7 +115,8 @@ def orphans(folder: Path | None = None) -> list[Orphan]:
 
 
 def restore(orphan: Orphan) -> Project:
-    """The orphan's picture, mask and data (``ProjectError`` if the snapshot is unreadable)."""
+    """The orphan's picture, mask, sketch and data (``ProjectError`` if the snapshot is
+    unreadable)."""
     return load_project(orphan.snapshot)
 
 

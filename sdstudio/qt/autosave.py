@@ -61,7 +61,7 @@ class Autosave:
         ):
             return False  # nothing new since the last save or autosave
         start = time.perf_counter()
-        image, mask, extra, results = self.project_snapshot(document)  # as a save takes it
+        image, mask, extra, results, sketch = self.project_snapshot(document)  # as a save does
         source = document.path
         self.autosave_pause = time.perf_counter() - start
         self._autosave_busy = True
@@ -77,7 +77,7 @@ class Autosave:
             self.statusBar().showMessage(f"Autosave failed: {message}", 10000)
 
         run_in_background(
-            lambda: recovery.autosave(image, mask, extra, source, results), done, failed
+            lambda: recovery.autosave(image, mask, extra, source, results, sketch), done, failed
         )
         return True
 
@@ -140,9 +140,9 @@ class Autosave:
             discard(orphan)
         else:  # safe in this session's own snapshot (taken as any autosave) before the old goes
             recovery = self.recovery
-            image, mask, extra, results = self.project_snapshot(document)
+            image, mask, extra, results, sketch = self.project_snapshot(document)
             run_in_background(
-                lambda: recovery.autosave(image, mask, extra, source, results),
+                lambda: recovery.autosave(image, mask, extra, source, results, sketch),
                 lambda _result=None: discard(orphan),
                 lambda message: log.warning("could not re-save a restored snapshot: %s", message),
             )

@@ -2,7 +2,8 @@
 
 It keeps an 8-bit RGBA display copy of the picture and a mask overlay, both numpy arrays that
 QImages wrap without copying; an edit updates only the changed box of each and repaints only
-that part of the widget. Painting itself happens in ``sdstudio.core`` (Document, Stroke), in
+that part of the widget. The document's sketch (premultiplied RGBA) is wrapped as it is and
+drawn above the picture while it is shown. Painting itself happens in ``sdstudio.core`` (Document, Stroke), in
 image coordinates; this widget only maps coordinates, draws, and forwards events.
 """
 
@@ -51,10 +52,12 @@ BRUSH_TOOLS = {
 }
 
 
-def wrap_qimage(array: np.ndarray) -> QImage:
+def wrap_qimage(
+    array: np.ndarray, image_format: QImage.Format = QImage.Format.Format_RGBA8888
+) -> QImage:
     """A QImage sharing ``array``'s memory (H x W x 4 uint8, C-contiguous); keep ``array`` alive."""
     height, width = array.shape[:2]
-    return QImage(array.data, width, height, width * 4, QImage.Format.Format_RGBA8888)
+    return QImage(array.data, width, height, width * 4, image_format)
 
 
 def _checker_brush() -> QBrush:
@@ -92,6 +95,7 @@ class Canvas(QWidget):
         self._overlay: np.ndarray | None = None
         self._image: QImage | None = None
         self._overlay_image: QImage | None = None
+        self._sketch: tuple[np.ndarray, QImage] | None = None  # the document's, wrapped
         self._preview: tuple[QImage, Box] | None = None
         self._candidate: tuple[QImage, Box] | None = None
         self._stroke = None
@@ -129,7 +133,7 @@ class Canvas(QWidget):
         if self.document is not None:
             self.document.remove_listener(self._on_document_changed)
         self.document = document
-        self._preview = self._candidate = None
+        self._preview = self._candidate = self._sketch = None
         if document is None:
             self._rgba = self._overlay = self._image = self._overlay_image = None
         else:
@@ -154,6 +158,16 @@ class Canvas(QWidget):
         self._rgba[box.slices] = to_rgba8(document.image[box.slices])
         self._refresh_overlay(box)
         self.update_image_box(box)
+
+    def _sketch_image(self) -> QImage | None:
+        """The document's sketch as a QImage sharing its memory (made once it exists)."""
+        sketch = self.document.sketch if self.document is not None else None
+        if sketch is None:
+            return None
+        if self._sketch is None or self._sketch[0] is not sketch:
+            premultiplied = QImage.Format.Format_RGBA8888_Premultiplied
+            self._sketch = (sketch, wrap_qimage(sketch, premultiplied))
+        return self._sketch[1]
 
     def _refresh_overlay(self, box: Box) -> None:
         mask = self.document.mask[box.slices]
@@ -263,6 +277,9 @@ class Canvas(QWidget):
             painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self.zoom < 1.0)
             painter.fillRect(target, self._checker)
             painter.drawImage(target, self._image, source)
+            sketch = self._sketch_image() if self.document.sketch_visible else None
+            if sketch is not None:
+                painter.drawImage(target, sketch, source)
             painter.drawImage(target, self._overlay_image, source)
             for item in (self._preview, self._candidate):
                 if item is not None:

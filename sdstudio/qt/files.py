@@ -1,9 +1,9 @@
 """File handling of the editor window: open (in the background), save projects, paste, copy,
 export, recent files, drag and drop, and the prompt before changes are thrown away.
 
-A project (``.ora``, OpenRaster) holds the picture, the mask and the generation parameters;
-saving it marks the document saved. Exporting writes a flat picture for other programs and does
-not: the work is only safe once it is in a project."""
+A project (``.ora``, OpenRaster) holds the picture, the mask, the sketch and the generation
+parameters; saving it marks the document saved. Exporting writes a flat picture for other programs
+and does not: the work is only safe once it is in a project."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from sdstudio.core.imageio import FORMATS, Picture, load_picture, save_image
 from sdstudio.core.project import Result, load_project
 from sdstudio.core.project_save import save_project
 from sdstudio.core.provenance import Provenance, read_provenance
+from sdstudio.core.sketch import flatten_sketch
 from sdstudio.qt.session import qimage_of
 from sdstudio.qt.tasks import run_in_background
 
@@ -117,20 +118,23 @@ class FileHandling:
         run_in_background(read, opened, self.show_error)
 
     def project_snapshot(self, document: Document) -> tuple:
-        """(image, mask, extra, results) of ``document`` for ``save_project``: copies made on
-        this thread (milliseconds), so the write can run on a worker. Autosave takes the same."""
-        image, mask = document.image.copy(), document.mask.copy()
+        """(image, mask, extra, results, sketch) of ``document`` for ``save_project``: copies
+        made on this thread (milliseconds), so the write can run on a worker. Autosave takes the
+        same."""
+        image, mask, sketch = document.image.copy(), document.mask.copy(), document.sketch_layer()
         results = [Result(*kept) for kept in self.session.kept_results()]  # never written to
         extra: dict[str, object] = {"parameters": self.session.parameters}
         if document.icc_profile:
             extra["icc_profile"] = base64.b64encode(document.icc_profile).decode("ascii")
-        return image, mask, extra, results
+        return image, mask, extra, results, sketch
 
     def show_project(self, project, path: Path | None) -> tuple[Document, int]:
         """Make a loaded project (or recovered snapshot) the open document: picture, mask,
-        colour profile, parameters and waiting results. Returns it and how many results wait."""
+        sketch, colour profile, parameters and waiting results. Returns it and how many results
+        wait."""
         document = Document(project.image, path=path)
         document.mask[...] = project.mask
+        document.load_sketch(project.sketch)
         document.icc_profile = _profile_from(project.extra.get("icc_profile"))
         self.set_document(document)
         parameters = project.extra.get("parameters")  # a file's data: text, or nothing
@@ -193,7 +197,7 @@ class FileHandling:
         if path.suffix.lower() != PROJECT:
             path = path.with_suffix(PROJECT)
         document = self._document()
-        image, mask, extra, results = self.project_snapshot(document)
+        image, mask, extra, results, sketch = self.project_snapshot(document)
         version = document.version
         self.statusBar().showMessage(f"Saving {path.name} …")
 
@@ -209,11 +213,13 @@ class FileHandling:
 
         if not wait:
             run_in_background(
-                lambda: save_project(path, image, mask, extra, results), saved, self.show_error
+                lambda: save_project(path, image, mask, extra, results, sketch),
+                saved,
+                self.show_error,
             )
             return True
         try:
-            save_project(path, image, mask, extra, results)
+            save_project(path, image, mask, extra, results, sketch)
         except Exception as error:  # noqa: BLE001 - shown, and the close is called off
             self.show_error(str(error))
             return False
@@ -253,13 +259,16 @@ class FileHandling:
         return True
 
     def export_to(self, path: str | Path) -> None:
-        """Write the picture (with its generation parameters) on a background thread. The
-        document stays unsaved: an export is a copy for other programs, not the project."""
+        """Write the picture (with its generation parameters, and the sketch when it is shown)
+        on a background thread. The document stays unsaved: an export is a copy for other
+        programs, not the project."""
         path = Path(path)
         if path.suffix.lower() not in FORMATS:
             path = path.with_suffix(".png")
         document = self._document()
-        snapshot, parameters = document.image.copy(), self.session.parameters
+        shown = document.sketch is not None and document.sketch_visible
+        snapshot = flatten_sketch(document) if shown else document.image.copy()
+        parameters = self.session.parameters
         profile = document.icc_profile
         self.statusBar().showMessage(f"Exporting {path.name} …")
 

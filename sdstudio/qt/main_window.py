@@ -151,6 +151,7 @@ class MainWindow(ModelActions, FileHandling, Autosave, QMainWindow):
         self._action(edit, "&Clear mask", self.clear_mask, ["Ctrl+Shift+A"])
         self._action(edit, "&Invert mask", self.invert_mask, ["Ctrl+I"])
         self._action(edit, "Clear &region", self.clear_region, [])
+        self._action(edit, "Clear s&ketch", self.clear_sketch, ["Ctrl+Shift+K"])
         view = menus.addMenu("&View")
         self._action(view, "&Fit to window", self.canvas.fit, ["Ctrl+0"])
         self._action(view, "&100%", self.canvas.actual_size, ["Ctrl+1"])
@@ -162,6 +163,10 @@ class MainWindow(ModelActions, FileHandling, Autosave, QMainWindow):
             self.canvas.set_erase_shows_transparency,
             checkable=True,
         )
+        self.sketch_action = self._action(
+            view, "Show &sketch", self.show_sketch, ["Ctrl+K"], checkable=True
+        )
+        self.sketch_action.setChecked(True)
         tools = menus.addMenu("&Tools")
         self.tool_actions = {
             CanvasTool.ERASE: self._action(
@@ -361,6 +366,15 @@ class MainWindow(ModelActions, FileHandling, Autosave, QMainWindow):
             self._document().invert_mask()
             self._update_mode()
 
+    def clear_sketch(self) -> None:
+        if self._document() is not None:
+            self._document().clear_sketch()
+            self._update_mode()
+
+    def show_sketch(self, shown: bool) -> None:
+        if self._document() is not None:
+            self._document().set_sketch_visible(shown)
+
     def clear_region(self) -> None:
         if self._document() is not None:
             self._document().set_region(None)
@@ -398,6 +412,7 @@ class MainWindow(ModelActions, FileHandling, Autosave, QMainWindow):
         document.add_listener(lambda _box: self._update_title())
         document.add_listener(lambda _box: self._say_dropped_undo(document))
         self._undo_dropped = document.history.dropped
+        self.sketch_action.setChecked(document.sketch_visible)
         self._update_mode()
 
     # -- state and closing ----------------------------------------------------------------------
