@@ -24,19 +24,20 @@ class DownloadCancelled(Exception):  # noqa: N818 - a signal, not an error
     pass
 
 
-def _progress_class(report: Report, cancel: threading.Event):
+def _progress_class(report: Report, cancel: threading.Event, single_file: bool = False):
     from tqdm.auto import tqdm
 
     lock = threading.Lock()
     started = time.monotonic()
 
     class Progress(tqdm):
-        """Quiet tqdm that forwards the hub's "Reconstructing" byte counter to ``report``."""
+        """Quiet tqdm that forwards the hub's byte counter to ``report``: a snapshot's overall
+        "Reconstructing" bar; for one file, its bar (not xet's network "downloading bytes")."""
 
         def __init__(self, *args, **kwargs):
-            self.counts_bytes = kwargs.get("unit") == "B" and "Reconstruct" in str(
-                kwargs.get("desc", "")
-            )
+            desc = str(kwargs.get("desc", ""))
+            wanted = "downloading bytes" not in desc if single_file else "Reconstruct" in desc
+            self.counts_bytes = kwargs.get("unit") == "B" and wanted
             kwargs["disable"] = True
             super().__init__(*args, **kwargs)
             self.done = int(kwargs.get("initial", 0) or 0)
@@ -54,6 +55,50 @@ def _progress_class(report: Report, cancel: threading.Event):
     return Progress
 
 
+def _failed(what: str, error: Exception, cancel: threading.Event) -> Exception:
+    if cancel.is_set():
+        return DownloadCancelled()
+    return ModelError(
+        f"Downloading {what} failed ({type(error).__name__}: {str(error)[:120]}). "
+        "Check the connection and try again; the part already downloaded is kept."
+    )
+
+
+def download_lora(
+    repo_id: str,
+    filename: str,
+    loras: Path,
+    name: str,
+    report: Report,
+    cancel: threading.Event,
+) -> Path:
+    """Download one LoRA file of a hub repo into the ``loras`` folder as ``name.safetensors``
+    (the name a sampler preset looks for). The part fetched waits, resumable, in a hidden
+    ``.downloads`` folder beside ``loras``; the file appears under its name only when whole."""
+    if not filename.lower().endswith(".safetensors"):
+        raise ModelError(f"'{filename}' is not a .safetensors file: only those are loaded.")
+    target = loras / f"{name}.safetensors"
+    if target.is_file():
+        return target
+    from huggingface_hub import hf_hub_download
+
+    staging = loras.parent / ".downloads" / repo_id.replace("/", "--")
+    try:
+        fetched = hf_hub_download(
+            repo_id,
+            filename,
+            local_dir=staging,
+            tqdm_class=_progress_class(report, cancel, single_file=True),
+        )
+    except DownloadCancelled:
+        raise
+    except Exception as error:  # noqa: BLE001 - offline, gated, missing, disk full ...
+        raise _failed(f"'{filename}' from '{repo_id}'", error, cancel) from error
+    loras.mkdir(parents=True, exist_ok=True)
+    Path(fetched).replace(target)  # same disk: a rename, never half a file under the name
+    return target
+
+
 def download_model(repo_id: str, report: Report, cancel: threading.Event) -> Path:
     """Download a diffusers model from the hub into its cache (safetensors only); its folder."""
     from huggingface_hub import snapshot_download
@@ -68,10 +113,5 @@ def download_model(repo_id: str, report: Report, cancel: threading.Event) -> Pat
     except DownloadCancelled:
         raise
     except Exception as error:  # noqa: BLE001 - offline, gated, missing, disk full ...
-        if cancel.is_set():
-            raise DownloadCancelled from error
-        raise ModelError(
-            f"Downloading '{repo_id}' failed ({type(error).__name__}: {str(error)[:120]}). "
-            "Check the connection and try again; the part already downloaded is kept."
-        ) from error
+        raise _failed(f"'{repo_id}'", error, cancel) from error
     return Path(folder)

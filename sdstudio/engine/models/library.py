@@ -13,8 +13,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sdstudio.core.errors import SDStudioError
+from sdstudio.core.presets import OPENRAIL_PP
+from sdstudio.core.presets import PRESETS as SAMPLER_PRESETS
 from sdstudio.core.request import ModelFamily
-from sdstudio.engine.models.folders import PICKLE_SUFFIXES, check_folder
+from sdstudio.engine.models.folders import PICKLE_SUFFIXES, PIPELINE_FAMILIES, check_folder
 
 log = logging.getLogger(__name__)
 
@@ -43,17 +45,38 @@ class ModelEntry:
         return self.problem is None
 
 
+OPENRAIL_M = "CreativeML OpenRAIL-M (use restrictions apply; commercial use allowed)"
+
+
 @dataclass(frozen=True)
 class Preset:
+    """Something to download: a diffusers model (a hub repo), or with ``filename`` one file of a
+    repo, a LoRA that lands in the models folder's ``loras`` dir as ``lora_name``."""
+
     title: str
     repo_id: str
     family: ModelFamily
     inpainting: bool
     approx_gb: float
     note: str
+    licence: str = ""
+    filename: str | None = None
+    lora_name: str | None = None
+    commercial: bool = True
+
+    @property
+    def kind(self) -> str:
+        if self.lora_name is not None:
+            return "LoRA"
+        return "inpainting" if self.inpainting else "plain"
+
+    @property
+    def key(self) -> str:
+        """Tells downloads apart (one repo can hold several LoRAs)."""
+        return f"{self.repo_id}/{self.filename}" if self.filename else self.repo_id
 
 
-PRESETS = (
+MODEL_PRESETS = (
     Preset(
         "SD 1.5 inpainting",
         "stable-diffusion-v1-5/stable-diffusion-inpainting",
@@ -61,6 +84,7 @@ PRESETS = (
         True,
         2.1,
         "The default for removing and repainting; 512 px.",
+        OPENRAIL_M,
     ),
     Preset(
         "SDXL inpainting",
@@ -69,6 +93,7 @@ PRESETS = (
         True,
         6.9,
         "Better detail at 1024 px; needs about 8 GB of GPU memory.",
+        OPENRAIL_PP,
     ),
     Preset(
         "SD 1.5",
@@ -77,6 +102,7 @@ PRESETS = (
         False,
         2.7,
         "Text-to-image and img2img (sketch to image); 512 px.",
+        OPENRAIL_M,
     ),
     Preset(
         "SDXL base",
@@ -85,6 +111,7 @@ PRESETS = (
         False,
         6.9,
         "Text-to-image and img2img at 1024 px.",
+        OPENRAIL_PP,
     ),
     Preset(
         "LCM Dreamshaper (few steps)",
@@ -93,8 +120,54 @@ PRESETS = (
         False,
         2.2,
         "4-8 steps with the LCM sampler: fast on small GPUs and CPUs.",
+        "MIT (as its model card says)",
     ),
 )
+
+
+def _few_step_downloads() -> tuple[Preset, ...]:
+    """The sampler presets' LoRAs and Turbo models (core.presets), as downloads."""
+    found: dict[str, Preset] = {}
+    for sampler in SAMPLER_PRESETS:
+        family = sampler.family or ModelFamily.SD1
+        note = (
+            f"For the sampler preset '{sampler.name}': {sampler.steps} step(s), "
+            f"{sampler.scheduler.value}, guidance {sampler.guidance:g}. {sampler.source}."
+        )
+        if sampler.lora is not None:
+            lora = sampler.lora
+            preset = Preset(
+                lora.name,
+                lora.repo_id,
+                family,
+                False,
+                lora.approx_mb / 1024,
+                note,
+                sampler.licence,
+                filename=lora.filename,
+                lora_name=lora.name,
+                commercial=sampler.commercial,
+            )
+        elif sampler.model is not None:
+            preset = Preset(
+                sampler.model.split("/")[-1],
+                sampler.model,
+                family,
+                False,
+                TURBO_GB.get(sampler.model, 0.0),
+                note,
+                sampler.licence,
+                commercial=sampler.commercial,
+            )
+        else:
+            continue
+        found.setdefault(preset.key, preset)
+    return tuple(found.values())
+
+
+TURBO_GB = {"stabilityai/sd-turbo": 5.2, "stabilityai/sdxl-turbo": 13.9}
+"""Their diffusers folders in full precision, as ALLOW_PATTERNS fetches them."""
+PRESETS = MODEL_PRESETS + _few_step_downloads()
 
 
 def _folder_size(folder: Path) -> int:
@@ -189,6 +262,44 @@ def scan_adapters(folder: Path) -> list[Path]:
     if not folder.is_dir():
         return []
     return sorted(p for p in folder.iterdir() if p.suffix.lower() == ".safetensors")
+
+
+def guess_family(reference: str) -> ModelFamily | None:
+    """The family of the model ``reference`` names, from small files only and never the
+    network: a folder's model_index.json, a checkpoint's header, the downloads above, or the
+    hub cache's model_index.json. None when it cannot be told (not there yet, unreadable)."""
+    reference = reference.strip()
+    if not reference:
+        return None
+    path = Path(reference).expanduser()
+    try:
+        if path.is_dir():
+            return check_folder(path, reference).family
+        if path.is_file():
+            from sdstudio.engine.models.checkpoints import inspect_checkpoint
+
+            return (
+                inspect_checkpoint(path).family if path.suffix.lower() == ".safetensors" else None
+            )
+    except (SDStudioError, OSError):
+        return None
+    for preset in PRESETS:
+        if preset.filename is None and preset.repo_id == reference:
+            return preset.family
+    from sdstudio.engine.models.resolve import HUB_ID
+
+    if not HUB_ID.match(reference):
+        return None
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        index = try_to_load_from_cache(reference, "model_index.json")
+        if not isinstance(index, str):
+            return None
+        name = json.loads(Path(index).read_text(encoding="utf-8")).get("_class_name")
+    except Exception:  # noqa: BLE001 - an unreadable cache: the family is just unknown
+        return None
+    return PIPELINE_FAMILIES.get(name)
 
 
 def human_size(size: int) -> str:
