@@ -28,6 +28,7 @@ from sdstudio.core.paths import loras_dir, models_dir
 from sdstudio.engine.models.library import (
     PRESETS,
     ModelEntry,
+    Preset,
     human_size,
     scan_adapters,
     scan_library,
@@ -49,22 +50,43 @@ class _DownloadSignals(QObject):
 
 
 class Download:
-    """One hub download on a plain thread; its signals arrive on the GUI thread."""
+    """One hub download on a plain thread; its signals arrive on the GUI thread. A model goes
+    into the hub cache; a LoRA (``preset.filename``) into ``loras`` under the preset's name."""
 
-    def __init__(self, repo_id: str) -> None:
-        self.repo_id = repo_id
+    def __init__(self, preset: Preset | str, loras: Path | None = None) -> None:
+        self.preset = preset
+        self.repo_id = preset if isinstance(preset, str) else preset.repo_id
+        self.loras = loras
         self.cancel = threading.Event()
         self.signals = _DownloadSignals()
-        self.thread = threading.Thread(target=self._run, name=f"download {repo_id}", daemon=True)
+        self.thread = threading.Thread(
+            target=self._run, name=f"download {self.repo_id}", daemon=True
+        )
 
     def start(self) -> None:
         self.thread.start()
 
+    def _fetch(self) -> Path:
+        from sdstudio.engine.models.downloads import download_lora, download_model
+
+        preset = self.preset
+        if isinstance(preset, Preset) and preset.filename and preset.lora_name:
+            assert self.loras is not None
+            return download_lora(
+                preset.repo_id,
+                preset.filename,
+                self.loras,
+                preset.lora_name,
+                self.signals.progress.emit,
+                self.cancel,
+            )
+        return download_model(self.repo_id, self.signals.progress.emit, self.cancel)
+
     def _run(self) -> None:
-        from sdstudio.engine.models.downloads import DownloadCancelled, download_model
+        from sdstudio.engine.models.downloads import DownloadCancelled
 
         try:
-            folder = download_model(self.repo_id, self.signals.progress.emit, self.cancel)
+            folder = self._fetch()
         except DownloadCancelled:
             self.signals.failed.emit("Download cancelled; what was fetched is kept for next time.")
         except SDStudioError as error:
@@ -98,7 +120,7 @@ class ModelLibraryDialog(QDialog):
         self.loras = self._tree(["LoRA", "Insert into the prompt as"])
         insert = QPushButton("Insert into prompt")
         insert.clicked.connect(self._insert_lora)
-        self.presets = self._tree(["Download", "Family", "Kind", "About", "Size"])
+        self.presets = self._tree(["Download", "Family", "Kind", "Licence", "About", "Size"])
         self.download_button = QPushButton("Download")
         self.download_button.clicked.connect(self._download)
         self.cancel_button = QPushButton("Cancel download")
@@ -211,18 +233,26 @@ class ModelLibraryDialog(QDialog):
     # -- downloads --------------------------------------------------------------------------
 
     def _fill_presets(self) -> None:
-        for preset in PRESETS:
+        warn = QBrush(QColor(194, 106, 0))
+        for index, preset in enumerate(PRESETS):
+            size = preset.approx_gb
             item = QTreeWidgetItem(
                 [
                     preset.title,
                     preset.family.value.upper(),
-                    "inpainting" if preset.inpainting else "plain",
+                    preset.kind,
+                    preset.licence,
                     preset.note,
-                    f"~{preset.approx_gb:.1f} GB",
+                    f"~{size:.1f} GB" if size >= 1 else f"~{size * 1024:.0f} MB",
                 ]
             )
-            item.setData(0, Qt.ItemDataRole.UserRole, preset.repo_id)
-            item.setToolTip(0, preset.repo_id)
+            item.setData(0, Qt.ItemDataRole.UserRole, index)
+            where = f"{preset.repo_id}/{preset.filename}" if preset.filename else preset.repo_id
+            item.setToolTip(0, where)
+            item.setToolTip(3, preset.licence)
+            item.setToolTip(4, preset.note)
+            if not preset.commercial:
+                item.setForeground(3, warn)
             self.presets.addTopLevelItem(item)
 
     def _download(self) -> None:
@@ -230,10 +260,11 @@ class ModelLibraryDialog(QDialog):
         if item is None:
             self.status.setText("Choose a model to download first.")
             return
-        repo_id = item.data(0, Qt.ItemDataRole.UserRole)
+        preset = PRESETS[item.data(0, Qt.ItemDataRole.UserRole)]
+        repo_id = preset.key
         if repo_id in self.downloads:
             return
-        download = Download(repo_id)
+        download = Download(preset, loras_dir(self.folder()))
         download.signals.progress.connect(self._on_progress)
         download.signals.done.connect(lambda folder, r=repo_id: self._on_done(r, folder))
         download.signals.failed.connect(lambda message, r=repo_id: self._on_failed(r, message))
@@ -241,7 +272,8 @@ class ModelLibraryDialog(QDialog):
         self.cancel_button.setEnabled(True)
         self.progress.setVisible(True)
         self.progress.setRange(0, 0)
-        self.status.setText(f"Downloading {repo_id} …")
+        licence = "" if preset.commercial else f" Licence: {preset.licence}."
+        self.status.setText(f"Downloading {preset.title} ({repo_id}) …{licence}")
         download.start()
 
     def _on_progress(self, done: int, total: int, speed: float) -> None:
