@@ -26,6 +26,7 @@ DEFAULT_SETTINGS = {
     "mask_blur": 4,
     "width": 512,
     "height": 512,
+    "loras": (),
 }
 CHANGED = {
     "prompt": '@first, a "quoted" cat\non two lines, ünïcode 東京; 50% = done\\',
@@ -41,6 +42,7 @@ CHANGED = {
     "mask_blur": 9,
     "width": 768,
     "height": 1024,
+    "loras": (),
 }
 
 
@@ -375,3 +377,82 @@ def test_counter_becomes_exact_once_clips_tokenizer_is_loaded(panel, qtbot):
         "photorealistic <lora:ink:0.5>"
     )  # 2 real CLIP tokens; the tag: 0
     assert panel.prompt_tokens.text() == "2 / 75 tokens"
+
+
+# --- sampler presets ---------------------------------------------------------------------------
+
+
+def test_preset_chooser_lists_the_presets_of_the_models_family(panel, sd1_model, sdxl_model):
+    chooser = panel.preset_combo
+    panel.apply({"model": sd1_model})
+    assert chooser.names() == ["Custom", "Live: LCM 4 steps", "Hyper-SD 8 steps"]
+    panel.apply({"model": sdxl_model})
+    assert chooser.names() == [
+        "Custom",
+        "Live: LCM 4 steps",
+        "Hyper-SD 8 steps",
+        "Lightning 4 steps",
+    ]
+    panel.apply({"model": "someone/not-downloaded"})  # family unknown: all, with family
+    assert "Live: LCM 4 steps (SD 1.x)" in chooser.names()
+    assert "SDXL-Turbo 1 step (SDXL)" in chooser.names()
+    panel.apply({"model": "stabilityai/sdxl-turbo"})
+    assert chooser.names() == ["Custom", "SDXL-Turbo 1 step"]
+
+
+def test_choosing_a_preset_sets_the_sampler_and_passes_its_lora(panel, sd1_model):
+    panel.apply({"model": sd1_model, "strength": 0.75})
+    panel.preset_combo.choose("Live: LCM 4 steps")
+    s = panel.settings()
+    assert (s["scheduler"], s["steps"], s["guidance"]) == (Scheduler.LCM, 4, 1.0)
+    assert s["loras"] == (("lcm-lora-sdv1-5", 1.0),)
+    panel.spins["strength"].setValue(0.2)  # 4 x 0.2 runs no step: the steps follow
+    assert panel.settings()["steps"] == 5 and panel.preset() is not None
+    panel.spins["guidance"].setValue(2.0)  # by hand: back to Custom, no LoRA
+    assert panel.preset_combo.currentText() == "Custom" and panel.settings()["loras"] == ()
+    assert panel.settings()["guidance"] == 2.0 and panel.settings()["steps"] == 5
+
+    for by_hand in (
+        lambda: panel.spins["steps"].setValue(6),
+        lambda: panel.apply({"scheduler": Scheduler.DDIM}),
+    ):
+        panel.preset_combo.choose("Hyper-SD 8 steps")
+        assert panel.settings()["loras"] == (("Hyper-SD15-8steps-lora", 1.0),)
+        by_hand()
+        assert panel.preset() is None and panel.settings()["loras"] == ()
+
+
+def test_a_turbo_preset_chooses_its_model(panel):
+    panel.apply({"model": "someone/not-downloaded"})
+    panel.preset_combo.choose("SDXL-Turbo 1 step (SDXL)")
+    s = panel.settings()
+    assert s["model"] == "stabilityai/sdxl-turbo" and s["loras"] == ()
+    assert (s["scheduler"], s["guidance"]) == (Scheduler.EULER_A_TRAILING, 0.0)
+    assert panel.preset_combo.currentText() == "SDXL-Turbo 1 step"
+
+
+def test_the_preset_is_remembered_and_the_request_carries_its_lora(qtbot, panel, ini, sd1_model):
+    panel.apply({"model": sd1_model})
+    panel.preset_combo.choose("Live: LCM 4 steps")
+    settings = ini()
+    panel.save_state(settings)
+    other = GenerationPanel()
+    qtbot.addWidget(other)
+    other.restore_state(reopened(settings))
+    assert other.preset_combo.currentText() == "Live: LCM 4 steps"
+    assert other.settings() == panel.settings()
+
+    from sdstudio.core.document import Document
+    from sdstudio.core.request import Mode
+    from sdstudio.qt.session import EditorSession
+
+    class Worker:  # the session only connects to its signals here
+        def __getattr__(self, name):
+            return type("Signal", (), {"connect": lambda *a: None})()
+
+    session = EditorSession(None, other, Worker(), Worker())
+    session.document = Document.blank(64, 64)
+    (request,) = session.requests(Mode.IMG2IMG)
+    assert request.loras == (("lcm-lora-sdv1-5", 1.0),) and request.scheduler is Scheduler.LCM
+    other.reset()
+    assert other.preset_combo.currentText() == "Custom" and other.settings()["loras"] == ()

@@ -30,9 +30,17 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.core.errors import RequestError
+from sdstudio.core.presets import (
+    CUSTOM,
+    SamplerPreset,
+    apply_preset,
+    is_model_for,
+    steps_for_strength,
+)
 from sdstudio.core.request import MAX_SEED, Scheduler
 from sdstudio.core.tokens import CLIP_WINDOW, chunks, estimate_clip_tokens
 from sdstudio.engine.models.resolve import DEFAULT_INPAINT_MODEL, DEFAULT_MODEL
+from sdstudio.qt.preset_chooser import PresetChooser
 from sdstudio.qt.tasks import run_in_background
 
 PREFIX = "generation/"
@@ -165,6 +173,17 @@ class GenerationPanel(QWidget):
         self.scheduler_combo = QComboBox(objectName="scheduler_combo")
         for member in Scheduler:
             self.scheduler_combo.addItem(member.value, member.value)
+        self.preset_combo = PresetChooser()
+        self._applying_preset = False
+        self.preset_combo.currentIndexChanged.connect(lambda _index: self._use_preset())
+        self.model_combo.currentTextChanged.connect(self.preset_combo.set_model)
+        for changed in (
+            self.scheduler_combo.currentIndexChanged,
+            self.spins["steps"].valueChanged,
+            self.spins["guidance"].valueChanged,
+        ):
+            changed.connect(lambda _value: self._set_by_hand())
+        self.spins["strength"].valueChanged.connect(lambda _value: self._follow_strength())
 
         self.generate_button, self.cancel_button, self.remove_button = (
             self._button(text, f"{text.lower()}_button", tip, signal.emit)
@@ -228,6 +247,7 @@ class GenerationPanel(QWidget):
         form = QFormLayout()
         form.addRow("Model", self.model_combo)
         form.addRow("", self.browse_button)
+        form.addRow("Preset", self.preset_combo)
         for key, title in BASIC.items():
             form.addRow(title, self.spins[key])
         form.addRow(
@@ -255,6 +275,40 @@ class GenerationPanel(QWidget):
         main.addLayout(row(self.generate_button, self.cancel_button, self.remove_button))
 
     # behaviour ---------------------------------------------------------------------------------
+    def preset(self) -> SamplerPreset | None:
+        """The sampler preset chosen; None for Custom."""
+        return self.preset_combo.preset()
+
+    def _use_preset(self) -> None:
+        """A preset was chosen: show its sampler, steps (enough for the strength) and guidance."""
+        preset = self.preset()
+        if preset is None:
+            return
+        changes = apply_preset(self.settings(), preset)
+        changes.pop("loras", None)  # not a field: settings() passes the chosen preset's
+        if preset.model is not None and not is_model_for(preset, self.model_combo.currentText()):
+            changes["model"] = preset.model  # a Turbo preset is its model
+        self._applying_preset = True
+        try:
+            self.apply(changes)
+        finally:
+            self._applying_preset = False
+
+    def _set_by_hand(self) -> None:
+        if not self._applying_preset:
+            self.preset_combo.set_custom()
+
+    def _follow_strength(self) -> None:
+        """A lower strength runs fewer of the steps: keep at least one with a preset."""
+        preset = self.preset()
+        if preset is not None:
+            steps = steps_for_strength(preset.steps, self.spins["strength"].value())
+            self._applying_preset = True
+            try:
+                self.spins["steps"].setValue(steps)
+            finally:
+                self._applying_preset = False
+
     def _update_counter(self, edit: QPlainTextEdit, label: QLabel) -> None:
         count = self._count_tokens(edit.toPlainText())
         text = f"{count} / {CLIP_WINDOW} tokens"
@@ -332,6 +386,7 @@ class GenerationPanel(QWidget):
             "model": self.model_combo.currentText().strip(),
             "seed": self.seed(),
             "scheduler": Scheduler(self.scheduler_combo.currentData()),
+            "loras": preset.loras if (preset := self.preset()) is not None else (),
         }
         values |= {key: box.value() for key, box in self.spins.items()}
         for key in ("width", "height"):
@@ -372,7 +427,19 @@ class GenerationPanel(QWidget):
             member = value if isinstance(value, Scheduler) else Scheduler.parse(_as_text(value))
             self.scheduler_combo.setCurrentIndex(self.scheduler_combo.findData(member.value))
 
+        def set_loras(value: object) -> None:
+            """Only the chosen preset's LoRA lives here (others go in the prompt as tags): the
+            same again is kept, none means Custom."""
+            loras = tuple(tuple(pair) for pair in value) if isinstance(value, list | tuple) else ()
+            preset = self.preset()
+            if loras == (preset.loras if preset is not None else ()):
+                return
+            if loras or not isinstance(value, list | tuple):
+                raise ValueError(value)
+            self.preset_combo.set_custom()
+
         return {
+            "loras": set_loras,
             "prompt": lambda v: self.prompt_edit.setPlainText(_as_text(v)),
             "negative_prompt": lambda v: self.negative_edit.setPlainText(_as_text(v)),
             "model": set_model,
@@ -399,11 +466,14 @@ class GenerationPanel(QWidget):
         """Every field back to its default (the recent models and the last seed are kept)."""
         self.seed_edit.clear()
         self.apply(DEFAULTS)
+        self.preset_combo.set_custom()
 
     # persistence -------------------------------------------------------------------------------
     def save_state(self, qsettings: QSettings) -> None:
         values = self.settings()
         values["scheduler"] = values["scheduler"].value
+        del values["loras"]  # the preset's: the preset's name is what is kept
+        values["preset"] = self.preset_combo.currentText()
         values["seed"] = self.seed_edit.text()  # kept even while Random is on
         values["random_seed"] = self.random_check.isChecked()
         values["last_seed"] = "" if self._last_seed is None else str(self._last_seed)
@@ -429,6 +499,10 @@ class GenerationPanel(QWidget):
 
         self.reset()
         self.apply({key: value for key in DEFAULTS if (value := read(key)) is not None})
+        preset = read("preset")
+        self.preset_combo.set_model(self.model_combo.currentText())
+        if isinstance(preset, str) and preset != CUSTOM:
+            self.preset_combo.choose(preset)  # its settings again, if it fits the model
         self.random_check.setChecked(read_bool("random_seed", True))
         self.set_advanced_open(read_bool("advanced_open", False))
         recent = read("recent_models")

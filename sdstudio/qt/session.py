@@ -141,6 +141,7 @@ class EditorSession(QObject):
             "guidance": s["guidance"],
             "strength": s["strength"],
             "scheduler": s["scheduler"],
+            "loras": s.get("loras", ()),  # a sampler preset's LoRA
             "padding": s["padding"],
             "mask_blur": s["mask_blur"],
         }
