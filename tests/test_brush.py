@@ -181,6 +181,33 @@ def test_paint_rgba_leaves_alpha_alone():
     np.testing.assert_array_equal(image[..., 3], alpha)
 
 
+def test_paint_with_alpha_is_colour_over_a_premultiplied_layer():
+    layer = np.zeros((50, 50, 4), np.uint8)
+    half = BrushSettings(size=20, hardness=1.0, opacity=0.5)
+    history = History()
+    stroke = Stroke(layer, Tool.PAINT, half, (200, 100, 0), history, paint_alpha=True)
+    stroke.add(25.5, 25.5)
+    stroke.end()
+    assert tuple(layer[25, 25]) == (100, 50, 0, 128)  # premultiplied: the colour at half alpha
+    assert not layer[0, 0].any() and history.entries == 1
+    stroke_half = Stroke(layer, Tool.PAINT, half, (0, 0, 255), paint_alpha=True)
+    stroke_half.add(25.5, 25.5)
+    assert tuple(layer[25, 25]) == (50, 25, 128, 192)  # over: alpha 1 - (1 - 0.5)^2
+
+
+@pytest.mark.parametrize(
+    ("array", "tool"),
+    [
+        (np.zeros((9, 9, 3), np.uint8), Tool.PAINT),
+        (np.zeros((9, 9, 4), np.uint16), Tool.PAINT),
+        (np.zeros((9, 9, 4), np.uint8), Tool.ERASE),
+    ],
+)
+def test_paint_with_alpha_needs_an_rgba8_layer_and_the_brush(array, tool):
+    with pytest.raises(ValueError, match="H x W x 4 uint8"):
+        Stroke(array, tool, BrushSettings(), (1, 2, 3), paint_alpha=True)
+
+
 def test_paint_uint16_scales_the_colour():
     image = np.zeros((50, 50, 3), np.uint16)
     stroke_once(image, Tool.PAINT, [(25.5, 25.5)], BrushSettings(size=10), color=(255, 128, 1))
