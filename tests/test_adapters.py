@@ -376,3 +376,41 @@ def test_unusable_embeddings_are_refused(sd1, tmp_path):
     with pytest.raises(ModelError, match="already knows"):
         load_embedding(sd1, known)  # "a" is a word of the vocabulary
     assert "wide" not in sd1.tokenizer.get_vocab() and "xl" not in sd1.tokenizer.get_vocab()
+
+
+# --- few-step LoRAs (LCM-LoRA's layout: convolutions too) --------------------------------------
+
+
+@pytest.mark.parametrize("layout", ["kohya", "diffusers"])
+def test_lcm_style_lora_adapts_every_module_it_names(sd1, tmp_path, layout):
+    """lcm-lora-sdv1-5 adapts ResNet and resampling convolutions besides attention: every one
+    of them must take the LoRA (a key layout diffusers skipped would drop them silently)."""
+    import torch
+    from diffusers import StableDiffusionPipeline
+    from peft import LoraConfig, get_peft_model_state_dict
+    from peft.tuners.lora import LoraLayer
+    from test_presets import LCM_TARGETS, lcm_style_lora
+    from tiny_models import tiny_sd1
+
+    if layout == "kohya":
+        path = lcm_style_lora(tmp_path / "lcm.safetensors")
+    else:
+        source = tiny_sd1(inpainting=False)
+        torch.manual_seed(3)
+        config = LoraConfig(
+            r=4, lora_alpha=4, target_modules=list(LCM_TARGETS), init_lora_weights=False
+        )
+        source.unet.add_adapter(config)
+        layers = get_peft_model_state_dict(source.unet)
+        StableDiffusionPipeline.save_lora_weights(
+            tmp_path, unet_lora_layers=layers, weight_name="lcm.safetensors"
+        )
+        path = tmp_path / "lcm.safetensors"
+    targets = {n for n, m in sd1.unet.named_modules() if n.endswith(LCM_TARGETS)}
+    assert any(".resnets." in n and n.endswith("conv1") for n in targets)
+    base = _run(sd1)
+    unet = sd1.unet
+    AdapterState().apply(sd1, [(path, 1.0)])
+    adapted = {n for n, m in sd1.unet.named_modules() if isinstance(m, LoraLayer)}
+    assert adapted == targets and sd1.unet is unet
+    assert np.abs(_run(sd1) - base).max() > 1e-3
