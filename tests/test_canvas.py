@@ -194,18 +194,33 @@ def test_a_stroke_repaints_the_dabs_and_the_cursor_and_nothing_else(canvas, spy)
     assert repainted.contains(dabs), (dabs, repainted.boundingRect())
 
 
-def test_a_dab_from_the_document_repaints_only_around_it(canvas, spy):
+@pytest.mark.parametrize("tool", ["erase", "paint"])
+def test_a_dab_from_the_document_repaints_only_around_it(canvas, spy, tool):
     from sdstudio.core.brush import BrushSettings, Tool
 
     canvas.fit()
     spy.take()
-    stroke = canvas.document.begin_stroke(Tool.ERASE, BrushSettings(size=10))
+    stroke = canvas.document.begin_stroke(Tool(tool), BrushSettings(size=10), (0, 0, 0))
     stroke.add(200, 100)
     stroke.end()
     repainted = spy.take()
-    assert canvas.document.has_mask
+    assert canvas.document.has_mask if tool == "erase" else canvas.document.sketch.any()
     dab = canvas.image_rect_to_widget(Box(195, 95, 205, 105))
     assert repainted.contains(dab)
+    assert 0 < area(repainted) < 0.01 * canvas.width() * canvas.height()
+
+
+def test_hiding_the_sketch_repaints_only_where_it_is(canvas, spy):
+    from sdstudio.core.brush import BrushSettings, Tool
+
+    canvas.fit()
+    stroke = canvas.document.begin_stroke(Tool.PAINT, BrushSettings(size=10), (0, 0, 0))
+    stroke.add(200, 100)
+    stroke.end()
+    spy.take()
+    canvas.document.set_sketch_visible(False)
+    repainted = spy.take()
+    assert repainted.contains(canvas.image_rect_to_widget(Box(196, 96, 204, 104)))
     assert 0 < area(repainted) < 0.01 * canvas.width() * canvas.height()
 
 
