@@ -415,3 +415,18 @@ def test_export_includes_the_sketch_only_while_it_is_shown(qtbot, window, tmp_pa
     window.export_to(tmp_path / "hidden.png")
     qtbot.waitUntil(lambda: (tmp_path / "hidden.png").exists(), timeout=5000)
     np.testing.assert_array_equal(load_image(tmp_path / "hidden.png"), photo)
+
+
+def test_an_autosave_keeps_the_editors_sketch(qtbot, window, tmp_path):
+    recovery = RecoverySession(tmp_path / "recovery")
+    window.start_autosave(recovery)
+    document = window.session.document
+    window.set_tool(CanvasTool.PAINT)
+    drag(window.canvas, [(40, 40), (120, 90)])
+    window.sketch_action.trigger()  # hidden
+    assert window.autosave_now()
+    qtbot.waitUntil(lambda: not window._autosave_busy, timeout=5000)
+    snapshot = load_project(recovery.snapshot_path)
+    np.testing.assert_array_equal(snapshot.sketch.pixels, document.sketch)
+    assert not snapshot.sketch.visible
+    window.stop_autosave()
