@@ -160,3 +160,34 @@ def test_round_trip(mode, prompt, negative):
     assert parsed["Version"] == f"sdstudio {__version__}"
     assert ("Denoising strength" in parsed) is (mode is not Mode.TXT2IMG)
     assert ("Mask blur" in parsed) is (mode in (Mode.INPAINT, Mode.REMOVE))
+
+
+def test_controls_are_written_as_the_controlnet_extension_writes_them_and_read_back():
+    from sdstudio.core.metadata import parse_control
+    from sdstudio.core.provenance import read_provenance
+    from sdstudio.core.request import Control, ControlKind
+
+    sketch = np.zeros((64, 64, 3), np.uint8)
+    controls = (
+        Control("lllyasviel/control_v11p_sd15_scribble", sketch, strength=0.8, end=0.6),
+        Control("/models/edges, v2.safetensors", sketch, ControlKind.CANNY, start=0.1),
+    )
+    r = request(Mode.IMG2IMG, controls=controls)
+    text = format_parameters(r, width=64, height=64, model_name="v1-5")
+    assert (
+        'ControlNet 0: "Module: scribble, Model: control_v11p_sd15_scribble, Weight: 0.8, '
+        'Guidance Start: 0.0, Guidance End: 0.6", ControlNet 1: "Module: canny, Model: edges  v2, '
+        f'Weight: 1.0, Guidance Start: 0.1, Guidance End: 1.0", {VERSION}'
+    ) in text
+    values = parse_parameters(text)
+    assert values["Model"] == "v1-5" and values["Denoising strength"] == "0.75"
+    assert parse_control(values["ControlNet 1"]) == {
+        "Module": "canny",
+        "Model": "edges  v2",
+        "Weight": "1.0",
+        "Guidance Start": "0.1",
+        "Guidance End": "1.0",
+    }
+    found = read_provenance({"parameters": text})
+    assert found is not None and found.settings["model"] == "v1-5"
+    assert found.settings["seed"] == 1234 and found.settings["strength"] == 0.75

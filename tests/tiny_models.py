@@ -196,3 +196,36 @@ def pickle_trap(path: Path, marker: Path, *, torch_zip: bool = False, **tensors)
     else:
         path.write_bytes(pickle.dumps(state, protocol=4))
     return path
+
+
+def tiny_controlnet(unet, seed: int = 0, scale: float = 0.3):
+    """A tiny ControlNet copied from a tiny UNet (``ControlNetModel.from_unet``), as a trained
+    one would start. Its zero convolutions are made random (seeded), or a control could not
+    change anything: a trained ControlNet's are not zero."""
+    import torch
+    from diffusers import ControlNetModel
+
+    controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
+    torch.manual_seed(seed)
+    zero_convs = [
+        *controlnet.controlnet_down_blocks,
+        controlnet.controlnet_mid_block,
+        controlnet.controlnet_cond_embedding.conv_out,
+    ]
+    with torch.no_grad():
+        for conv in zero_convs:
+            conv.weight.normal_(0.0, scale)
+            conv.bias.normal_(0.0, scale)
+    return controlnet.eval()
+
+
+def save_controlnet(controlnet, folder: Path) -> Path:
+    """A diffusers ControlNet folder: config.json + diffusion_pytorch_model.safetensors."""
+    controlnet.save_pretrained(folder, safe_serialization=True)
+    return folder
+
+
+def saved_controlnet(folder: Path, *, xl: bool = False, seed: int = 0) -> Path:
+    """A tiny ControlNet folder for the tiny SD1 (or SDXL) model, built from its UNet."""
+    unet = (tiny_sdxl() if xl else tiny_sd1(inpainting=False)).unet
+    return save_controlnet(tiny_controlnet(unet, seed=seed), folder)

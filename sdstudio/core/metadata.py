@@ -7,7 +7,12 @@ Layout, as AUTOMATIC1111 writes it::
     Steps: 20, Sampler: Euler a, CFG scale: 7.0, Seed: 1234, Size: 512x512, ...
 
 The "Negative prompt" line is left out when there is none. Setting values that contain a comma,
-colon, quote or newline are written as JSON strings.
+colon, quote or newline are written as JSON strings. Each control is one setting, as the
+AUTOMATIC1111 ControlNet extension writes it::
+
+    ControlNet 0: "Module: scribble, Model: control_v11p_sd15_scribble, Weight: 1.0, ..."
+
+``parse_control`` reads such a value back.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import json
 import re
 
 from sdstudio import __version__
-from sdstudio.core.request import GenerationRequest, Mode
+from sdstudio.core.request import Control, GenerationRequest, Mode
 
 PROMPT = "Prompt"
 NEGATIVE_PROMPT = "Negative prompt"
@@ -63,10 +68,34 @@ def format_parameters(
         settings.append(("Denoising strength", float(request.strength)))
     if request.mode in (Mode.INPAINT, Mode.REMOVE):
         settings.append(("Mask blur", request.mask_blur))
+    for index, control in enumerate(request.controls):
+        settings.append((f"ControlNet {index}", format_control(control)))
     settings.append(("Version", f"sdstudio {__version__}"))
     line = ", ".join(f"{key}: {quote(value)}" for key, value in settings)
     negative = f"\n{_NEGATIVE_PREFIX} {request.negative_prompt}" if request.negative_prompt else ""
     return f"{request.prompt}{negative}\n{line}".strip()
+
+
+def format_control(control: Control) -> str:
+    """One control as the AUTOMATIC1111 ControlNet extension writes it (before quoting)."""
+    name = control.model.strip().rstrip("/\\").replace("\\", "/").split("/")[-1]
+    name = name.removesuffix(".safetensors")
+    return ", ".join(
+        f"{key}: {value}"
+        for key, value in (
+            ("Module", control.kind.value),
+            ("Model", name.replace(",", " ").replace(":", " ")),
+            ("Weight", float(control.strength)),
+            ("Guidance Start", float(control.start)),
+            ("Guidance End", float(control.end)),
+        )
+    )
+
+
+def parse_control(value: str) -> dict[str, str]:
+    """A ``ControlNet N`` setting's value -> its "Module", "Model", "Weight", ... as strings."""
+    pairs = (part.partition(":") for part in value.split(","))
+    return {key.strip(): text.strip() for key, sep, text in pairs if sep and key.strip()}
 
 
 def format_fill_parameters(

@@ -67,6 +67,22 @@ class ModelFamily(Enum):
         return 1024 if self is ModelFamily.SDXL else 512
 
 
+class ControlKind(Enum):
+    """What a control image is, and so how the engine prepares it."""
+
+    SCRIBBLE = "scribble"
+    """The person's own strokes, used as they are (light lines on dark)."""
+    LINEART = "lineart"
+    """Line art, used as it is (light lines on dark)."""
+    CANNY = "canny"
+    """Any picture: its edges are found with OpenCV's Canny detector."""
+    TILE = "tile"
+    """The picture itself, used as it is (a tile/blur ControlNet keeps its layout)."""
+
+
+MAX_CONTROL_STRENGTH = 2.0
+
+
 def random_seed() -> int:
     return secrets.randbelow(MAX_SEED + 1)
 
@@ -81,6 +97,56 @@ def _frozen_copy(array: np.ndarray | None, what: str) -> np.ndarray | None:
     copy = np.array(array, copy=True)
     copy.flags.writeable = False
     return copy
+
+
+@dataclass(frozen=True, eq=False)
+class Control:
+    """One ControlNet conditioning: which ControlNet (``model``: a hub id, a diffusers folder or
+    a ``.safetensors`` file), the control ``image`` (H x W x 3 uint8; any size, the engine resizes
+    it to the picture), how strongly it steers (``strength``, 0..2) and during which fraction of
+    the steps (``start`` to ``end``)."""
+
+    model: str
+    image: np.ndarray
+    kind: ControlKind = ControlKind.SCRIBBLE
+    strength: float = 1.0
+    start: float = 0.0
+    end: float = 1.0
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.model, str) or not self.model.strip():
+            raise RequestError(
+                "A control needs a ControlNet: a hub id, folder or .safetensors file."
+            )
+        if not isinstance(self.kind, ControlKind):
+            choices = ", ".join(k.value for k in ControlKind)
+            raise RequestError(f"Unknown control kind {self.kind!r}: choose one of {choices}.")
+        image = _frozen_copy(self.image, "control image")
+        if image is None or image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
+            shape = None if image is None else f"{image.shape} {image.dtype}"
+            raise RequestError(
+                f"The control image must be H x W x 3 8-bit RGB (got {shape}); convert it with "
+                "sdstudio.core.pixels.to_rgb8."
+            )
+        if min(image.shape[:2]) < 8:
+            raise RequestError(
+                f"The control image is {image.shape[1]}x{image.shape[0]}: it needs at least 8 "
+                "pixels on each side."
+            )
+        object.__setattr__(self, "image", image)
+        for name, value in (("strength", self.strength), ("start", self.start), ("end", self.end)):
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise RequestError(f"The control {name} must be a number (got {value!r}).")
+        if not 0.0 <= self.strength <= MAX_CONTROL_STRENGTH:
+            raise RequestError(
+                f"Control strength must be between 0 and {MAX_CONTROL_STRENGTH:g} "
+                f"(got {self.strength}); 1 is the usual."
+            )
+        if not 0.0 <= self.start < self.end <= 1.0:
+            raise RequestError(
+                f"A control acts from a start to an end fraction of the steps, with "
+                f"0 <= start < end <= 1 (got start {self.start}, end {self.end})."
+            )
 
 
 @dataclass(frozen=True, eq=False)
@@ -115,6 +181,8 @@ class GenerationRequest:
     loras: tuple[tuple[str, float], ...] = ()
     """LoRAs switched on besides the prompt's ``<lora:name:weight>`` tags (a sampler preset's
     few-step LoRA): (name or path, weight) pairs."""
+    controls: tuple[Control, ...] = ()
+    """ControlNet conditionings (txt2img, img2img, inpaint and outpaint)."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image", _frozen_copy(self.image, "image"))
@@ -150,6 +218,7 @@ class GenerationRequest:
                 raise RequestError(
                     f"A LoRA is a name and a weight between -10 and 10 (got {lora!r})."
                 )
+        self._validate_controls()
         if self.mode is Mode.TXT2IMG:
             for name, value in (("Width", self.width), ("Height", self.height)):
                 if not 64 <= value <= 4096 or value % 8:
@@ -172,6 +241,19 @@ class GenerationRequest:
                 )
         if self.region is not None and not self.region.inside(width, height):
             raise RequestError(f"The region {self.region} lies outside the {width}x{height} image.")
+
+    def _validate_controls(self) -> None:
+        if not isinstance(self.controls, tuple) or not all(
+            isinstance(c, Control) for c in self.controls
+        ):
+            raise RequestError(
+                f"Controls must be a tuple of Control values (got {type(self.controls).__name__})."
+            )
+        if self.controls and self.mode is Mode.REMOVE:
+            raise RequestError(
+                "Remove takes no control: it fills from the surroundings. Use inpaint with a "
+                "prompt to steer the new content with a sketch."
+            )
 
     def with_(self, **changes) -> GenerationRequest:
         """A copy with some fields changed (validated again)."""

@@ -29,6 +29,7 @@ from sdstudio.engine.diffusion.adapters import (
     find_lora,
     load_embedding,
 )
+from sdstudio.engine.diffusion.controlnet import control_image, resolve_controlnet
 from sdstudio.engine.diffusion.decoding import run_and_decode
 from sdstudio.engine.diffusion.devices import applied_plan
 from sdstudio.engine.diffusion.pipelines import PipelineCache, Task
@@ -134,10 +135,12 @@ class DiffusersEngine:
                 f"Strength {request.strength} with {request.steps} steps runs no denoising step: "
                 "raise the strength or the number of steps."
             )
-        loaded, pipe = self.cache.pipeline(request.model, TASKS[request.mode])
+        controls = tuple(resolve_controlnet(control.model) for control in request.controls)
+        loaded, pipe = self.cache.pipeline(request.model, TASKS[request.mode], controls)
         check_cancel(cancel)
         pipe.scheduler = make_scheduler(request.scheduler, loaded.scheduler_config)
         box, crop, kwargs = _pipeline_inputs(request, loaded.native_size)
+        kwargs.update(_control_inputs(request, box, kwargs))
 
         conditioning = self._conditioning(request, pipe)
         check_cancel(cancel)
@@ -227,6 +230,25 @@ def _pipeline_inputs(
             "strength": request.strength,
         },
     )
+
+
+def _control_inputs(request: GenerationRequest, box: Box, kwargs: dict[str, Any]) -> dict:
+    """The control images (cropped and resized like the picture) and their settings."""
+    if not request.controls:
+        return {}
+    # img2img has no width and height: the picture's region at the generation size is the size
+    size = (kwargs["width"], kwargs["height"]) if "width" in kwargs else kwargs["image"].size
+    picture = None if request.image is None else request.image.shape[1::-1]
+    images = [_pil(control_image(c, size, picture, box)) for c in request.controls]
+    values = {
+        "image" if request.mode is Mode.TXT2IMG else "control_image": images,
+        "controlnet_conditioning_scale": [float(c.strength) for c in request.controls],
+        "control_guidance_start": [float(c.start) for c in request.controls],
+        "control_guidance_end": [float(c.end) for c in request.controls],
+    }
+    if len(request.controls) == 1:  # one ControlNet takes single values
+        values = {key: value[0] for key, value in values.items()}
+    return values
 
 
 def _result_patch(

@@ -1,7 +1,9 @@
 """Loaded pipelines: one base model at a time, one pipeline object per task sharing its weights.
 
 Switching between txt2img, img2img and inpaint costs nothing (``from_pipe`` shares the modules);
-switching models unloads the previous one first. torch and diffusers are imported here, lazily.
+switching models unloads the previous one first. ControlNet pipelines are built the same way,
+with the loaded ControlNets (kept per reference, a few at a time) added. torch and diffusers are
+imported here, lazily.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from typing import Any
 
 from sdstudio.core.errors import ModelError
 from sdstudio.core.request import ModelFamily
+from sdstudio.engine.diffusion import controlnet as controlnets
+from sdstudio.engine.diffusion.controlnet import ControlNetInfo
 from sdstudio.engine.diffusion.devices import DevicePlan, apply_plan, plan_device
 from sdstudio.engine.models.folders import ModelInfo
 from sdstudio.engine.models.resolve import resolve_model
@@ -39,6 +43,22 @@ TASK_CLASSES = {
         Task.INPAINT: "StableDiffusionXLInpaintPipeline",
     },
 }
+
+
+CONTROL_CLASSES = {
+    ModelFamily.SD1: {
+        Task.TXT2IMG: "StableDiffusionControlNetPipeline",
+        Task.IMG2IMG: "StableDiffusionControlNetImg2ImgPipeline",
+        Task.INPAINT: "StableDiffusionControlNetInpaintPipeline",
+    },
+    ModelFamily.SDXL: {
+        Task.TXT2IMG: "StableDiffusionXLControlNetPipeline",
+        Task.IMG2IMG: "StableDiffusionXLControlNetImg2ImgPipeline",
+        Task.INPAINT: "StableDiffusionXLControlNetInpaintPipeline",
+    },
+}
+MAX_CONTROLNETS = 2
+"""ControlNets kept loaded beside the model (each is about a third of its UNet)."""
 
 
 @dataclass
@@ -90,6 +110,8 @@ class PipelineCache:
         self.plan: DevicePlan | None = None
         self._loaded: Loaded | None = None
         self._by_task: dict[Task, Any] = {}
+        self._controlnets: dict[str, Any] = {}  # reference -> ControlNetModel, oldest first
+        self._by_control: dict[tuple[Task, tuple[str, ...]], Any] = {}
 
     @property
     def device(self) -> str:
@@ -140,13 +162,29 @@ class PipelineCache:
         }
         return self._loaded
 
-    def pipeline(self, reference: str, task: Task) -> tuple[Loaded, Any]:
+    def model_info(self, reference: str) -> ModelInfo:
+        """What ``reference`` is (family, pipeline class), without loading it."""
+        if self._loaded is not None and self._loaded.info.reference == reference.strip():
+            return self._loaded.info
+        return resolve_model(reference)
+
+    def pipeline(
+        self, reference: str, task: Task, controls: tuple[ControlNetInfo, ...] = ()
+    ) -> tuple[Loaded, Any]:
+        """The pipeline for ``task``; with ``controls``, a ControlNet pipeline sharing the
+        model's weights (each ControlNet's family is checked before the model is loaded)."""
+        if controls:
+            info = self.model_info(reference)
+            for control in controls:
+                controlnets.check_family(control, info.family, info.name)
         loaded = self.load(reference)
         if loaded.inpainting_unet and task is not Task.INPAINT:
             raise ModelError(
                 f"'{loaded.info.name}' is an inpainting model: it can only inpaint. Choose a "
                 f"regular model for {task.value}."
             )
+        if controls:
+            return loaded, self._control_pipeline(loaded, task, controls)
         pipe = self._by_task.get(task)
         if pipe is None:
             import diffusers
@@ -158,11 +196,50 @@ class PipelineCache:
             self._by_task[task] = pipe
         return loaded, pipe
 
+    def controlnet(self, info: ControlNetInfo) -> Any:
+        """The loaded ControlNet for ``info`` (loaded once, then kept)."""
+        assert self._loaded is not None and self.plan is not None
+        model = self._controlnets.pop(info.reference, None)
+        if model is None:
+            unet_config = self._loaded.pipe.unet.config
+            controlnets.check_fits(info, unet_config, self._loaded.info.name)
+            model = controlnets.load_controlnet(
+                info, dtype=self.plan.torch_dtype, unet_config=unet_config
+            )
+            while len(self._controlnets) >= MAX_CONTROLNETS:
+                oldest = next(iter(self._controlnets))
+                del self._controlnets[oldest]
+                for key in [k for k in self._by_control if oldest in k[1]]:
+                    del self._by_control[key]
+        self._controlnets[info.reference] = model  # the newest last
+        return model
+
+    def _control_pipeline(
+        self, loaded: Loaded, task: Task, controls: tuple[ControlNetInfo, ...]
+    ) -> Any:
+        models = [self.controlnet(info) for info in controls]
+        key = (task, tuple(info.reference for info in controls))
+        pipe = self._by_control.get(key)
+        if pipe is None:
+            import diffusers
+
+            cls = getattr(diffusers, CONTROL_CLASSES[loaded.family][task])
+            pipe = cls.from_pipe(
+                loaded.pipe,
+                controlnet=models[0] if len(models) == 1 else models,
+                dtype=self.plan.torch_dtype,
+            )
+            pipe.set_progress_bar_config(disable=True)
+            self._by_control[key] = pipe
+        return pipe
+
     def unload(self) -> None:
         if self._loaded is None:
             return
         self._loaded = None
         self._by_task.clear()
+        self._controlnets.clear()
+        self._by_control.clear()
         import gc
 
         gc.collect()
