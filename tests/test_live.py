@@ -156,23 +156,23 @@ def test_continuous_drawing_still_shows_frames():
 
 
 def test_a_change_waits_for_the_pause_then_starts_exactly_on_next_wakeup():
-    sim = warmed(0.4)  # pause = 0.5 x 0.4 = 0.2 s
-    assert sim.s.pause() == pytest.approx(0.2)
+    sim = warmed(0.4)  # pause = 0.25 x 0.4 = 0.1 s
+    assert sim.s.pause() == pytest.approx(0.1)
     sim.change("a")
     changed_at = sim.now
-    assert sim.s.next_wakeup(sim.now) == pytest.approx(changed_at + 0.2)
-    assert sim.s.tick(changed_at + 0.19) == []
-    actions = sim.s.tick(changed_at + 0.2)
+    assert sim.s.next_wakeup(sim.now) == pytest.approx(changed_at + 0.1)
+    assert sim.s.tick(changed_at + 0.09) == []
+    actions = sim.s.tick(changed_at + 0.1)
     assert [type(a) for a in actions] == [StartRun]
     assert actions[0].state == "a"
 
 
 def test_the_pause_adapts_to_a_slow_measured_frame_time():
     fast, slow, tiny = warmed(0.2), warmed(1.2), warmed(0.01)
-    assert fast.s.pause() == pytest.approx(0.1)
-    assert slow.s.pause() == pytest.approx(0.6)
-    assert tiny.s.pause() == pytest.approx(0.05)  # clamped to min_pause
-    assert warmed(30.0).s.pause() == pytest.approx(1.0)  # clamped to max_pause
+    assert fast.s.pause() == pytest.approx(0.05)
+    assert slow.s.pause() == pytest.approx(0.3)
+    assert tiny.s.pause() == pytest.approx(0.02)  # clamped to min_pause
+    assert warmed(10.0).s.pause() == pytest.approx(1.0)  # clamped to max_pause
     for sim in (fast, slow):
         sim.change("a")
         at = sim.now

@@ -70,9 +70,9 @@ Action = StartRun | CancelRun
 class LivePolicy:
     """The scheduler's knobs (seconds)."""
 
-    min_pause: float = 0.05
+    min_pause: float = 0.02
     max_pause: float = 1.0
-    pause_fraction: float = 0.5
+    pause_fraction: float = 0.25
     """The pause after the last change, as a fraction of the median frame time."""
     max_wait_pauses: float = 4.0
     """A change waits at most this many pauses, even while changes keep coming."""
