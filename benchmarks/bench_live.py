@@ -1,0 +1,213 @@
+"""Live mode: stroke-to-frame latency and the GUI thread's longest gap during a drawing session.
+
+A scripted session paints strokes on the document's sketch layer on the GUI thread (one dab per
+8 ms timer tick, as pointer events would come), tells the ``LiveController`` at each stroke's
+end, and pauses a while between strokes. For each stroke: the time from its end to the first
+live frame that includes it (``frame_ready`` of a frame whose change number is at least the
+stroke's). Meanwhile a 5 ms timer on the GUI thread records its ticks: the longest gap between
+two ticks is how long the GUI thread was held (target <= 16 ms, one frame at 60 Hz).
+
+The frame is timed to ``frame_ready``, not yet to the canvas's paint: the overlay is wired into
+the window separately (add the paint when it is).
+
+    python benchmarks/bench_live.py                      # the fake engine (4 steps x 20 ms)
+    python benchmarks/bench_live.py --engine tiny        # a tiny random SD 1.5 model on the CPU
+    python benchmarks/bench_live.py --strokes 40 --step-ms 5 --seed 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+TARGET_GAP_MS = 16.0
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(q * (len(ordered) - 1))))]
+
+
+def engine_factory(kind: str, step_ms: float, folder: str):
+    if kind == "fake":
+        from sdstudio.engine.fake import FakeEngine
+
+        return lambda: FakeEngine(steps=4, delay=step_ms / 1000.0)
+    sys.path.insert(0, str(ROOT / "tests"))
+    from tiny_models import save_tiny, tiny_sd1
+
+    model = Path(folder) / "tiny-sd1"
+    save_tiny(tiny_sd1(inpainting=False), model)
+
+    def make():  # on the worker thread
+        import torch
+
+        from sdstudio.engine.diffusion.engine import DiffusersEngine
+        from sdstudio.engine.diffusion.pipelines import PipelineCache
+
+        torch.set_num_threads(max(1, (os.cpu_count() or 2) // 2))
+        return DiffusersEngine(PipelineCache(device="cpu", dtype=torch.float32))
+
+    make.model = str(model)
+    return make
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--engine", choices=("fake", "tiny"), default="fake")
+    parser.add_argument("--strokes", type=int, default=30)
+    parser.add_argument("--size", type=int, default=128, help="picture side, pixels")
+    parser.add_argument("--step-ms", type=float, default=20.0, help="the fake engine's step")
+    parser.add_argument("--seed", type=int, default=1)
+    args = parser.parse_args()
+
+    os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    sys.path.insert(0, str(ROOT))
+    import numpy as np
+    from PySide6.QtCore import QEventLoop, Qt, QTimer
+    from PySide6.QtWidgets import QApplication
+
+    from sdstudio.core.brush import BrushSettings, Tool
+    from sdstudio.core.document import Document
+    from sdstudio.core.request import GenerationRequest, Mode, Scheduler
+    from sdstudio.qt.live import LiveController
+    from sdstudio.qt.worker import GenerationWorker
+
+    app = QApplication(sys.argv[:1])
+    tmp = tempfile.TemporaryDirectory()
+    factory = engine_factory(args.engine, args.step_ms, tmp.name)
+    model = getattr(factory, "model", "fake")
+    size = args.size
+    y, x = np.mgrid[0:size, 0:size]
+    document = Document(np.stack([x * 2, y * 2, (x + y)], axis=2).astype(np.uint8))
+
+    def build_request() -> GenerationRequest:
+        # What the window's build_request will add: the live area only, the sketch as control.
+        return GenerationRequest(
+            mode=Mode.IMG2IMG,
+            image=document.image,
+            prompt="a landscape",
+            model=model,
+            seed=1,
+            steps=8,
+            strength=0.5,
+            scheduler=Scheduler.EULER,
+        )
+
+    worker = GenerationWorker(factory)
+    worker.start()
+    live = LiveController(worker, build_request)
+    frames: list[tuple[float, int]] = []  # arrival, change number
+    failures: list[str] = []
+    live.frame_ready.connect(lambda _f: frames.append((time.perf_counter(), live.frame_version)))
+    live.failed.connect(failures.append)
+
+    def run_until(done, timeout_s: float) -> None:
+        deadline = time.perf_counter() + timeout_s
+        while not done() and time.perf_counter() < deadline:
+            app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 5)
+
+    # warm up: the engine starts and the model loads before the session
+    live.set_enabled(True)
+    run_until(lambda: bool(frames) or bool(failures), 600)
+    if failures:
+        print("the first live frame failed:", failures[0])
+        return 1
+    run_until(lambda: not live.is_busy(), 60)
+    warm_frame_s = live.scheduler.last_frame_time
+
+    ticks: list[float] = []
+    meter = QTimer()
+    meter.setTimerType(Qt.TimerType.PreciseTimer)
+    meter.setInterval(5)
+    meter.timeout.connect(lambda: ticks.append(time.perf_counter()))
+    meter.start()
+
+    rng = random.Random(args.seed)
+    brush = BrushSettings(size=max(4.0, size / 16))
+    ends: list[tuple[float, int]] = []  # stroke end, change number
+    script = {"stroke": 0, "dabs": 0, "stroke_obj": None, "resume": 0.0}
+    dab_timer = QTimer()
+    dab_timer.setTimerType(Qt.TimerType.PreciseTimer)
+    dab_timer.setInterval(8)
+
+    def dab() -> None:
+        now = time.perf_counter()
+        if now < script["resume"]:
+            return  # pausing between strokes
+        if script["stroke_obj"] is None:
+            if script["stroke"] >= args.strokes:
+                dab_timer.stop()
+                return
+            script["stroke_obj"] = document.begin_stroke(Tool.PAINT, brush, (255, 255, 255))
+            script["dabs"] = rng.randint(10, 40)  # 80..320 ms of drawing
+            script["pos"] = (rng.uniform(0, size), rng.uniform(0, size))
+            script["dir"] = (rng.uniform(-3, 3), rng.uniform(-3, 3))
+        px, py = script["pos"]
+        script["stroke_obj"].add(px, py, pressure=rng.uniform(0.5, 1.0))
+        script["pos"] = (
+            min(size - 1, max(0, px + script["dir"][0])),
+            min(size - 1, max(0, py + script["dir"][1])),
+        )
+        script["dabs"] -= 1
+        if script["dabs"] <= 0:
+            script["stroke_obj"].end()
+            script["stroke_obj"] = None
+            script["stroke"] += 1
+            live.notify_changed()
+            ends.append((time.perf_counter(), live.version))
+            script["resume"] = time.perf_counter() + rng.uniform(0.1, 0.6)
+
+    dab_timer.timeout.connect(dab)
+    session_begin = time.perf_counter()
+    first_frame = len(frames)
+    dab_timer.start()
+    run_until(lambda: len(ends) >= args.strokes and not live.is_busy(), 600)
+    session_end = time.perf_counter()
+    meter.stop()
+
+    session_frames = frames[first_frame:]
+    latencies = []
+    for end, version in ends:
+        arrivals = [t for t, v in session_frames if v >= version and t >= end]
+        if arrivals:
+            latencies.append((arrivals[0] - end) * 1e3)
+    gaps = [(b - a) * 1e3 for a, b in zip(ticks, ticks[1:], strict=False)]
+    live.set_enabled(False)
+    worker.shutdown()
+
+    runs = len(session_frames)
+    print(
+        f"engine: {args.engine} ({model}), picture {size}x{size}, {args.strokes} strokes over "
+        f"{session_end - session_begin:.1f} s, first frame (warm-up) {warm_frame_s or 0:.3f} s"
+    )
+    if failures:
+        print(f"failures: {len(failures)}; the first: {failures[0]}")
+    if latencies:
+        print(
+            f"stroke-to-frame latency: median {statistics.median(latencies):.0f} ms, "
+            f"p95 {percentile(latencies, 0.95):.0f} ms ({len(latencies)} strokes, {runs} frames, "
+            f"median frame time {1e3 * (live.scheduler.frame_time() or 0):.0f} ms)"
+        )
+    else:
+        print("stroke-to-frame latency: no frame arrived")
+    longest = max(gaps, default=0.0)
+    print(
+        f"GUI thread longest gap {longest:.1f} ms (target <= {TARGET_GAP_MS:.0f} ms), "
+        f"p99 {percentile(gaps, 0.99) if gaps else 0:.1f} ms, gaps over target: "
+        f"{sum(g > TARGET_GAP_MS for g in gaps)} of {len(gaps)}"
+    )
+    tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
