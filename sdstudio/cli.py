@@ -15,7 +15,14 @@ from pathlib import Path
 
 from sdstudio import __version__
 from sdstudio.core.errors import SDStudioError
-from sdstudio.core.request import GenerationRequest, Mode, Scheduler, random_seed
+from sdstudio.core.request import (
+    Control,
+    ControlKind,
+    GenerationRequest,
+    Mode,
+    Scheduler,
+    random_seed,
+)
 
 log = logging.getLogger("sdstudio")
 
@@ -49,12 +56,67 @@ def _add_generation_options(parser: argparse.ArgumentParser, *, strength: float 
         help="sampler: " + ", ".join(s.name.lower() for s in Scheduler) + " (default euler_a)",
     )
     parser.add_argument("--previews", type=Path, help="write one preview PNG per step here")
+    _add_control_options(parser)
     parser.add_argument(
         "--models-dir",
         type=Path,
         help="models folder: <lora:name:w> tags find LoRAs in its 'loras' folder, embeddings in "
         "its 'embeddings' folder (default: SD Studio's models folder)",
     )
+
+
+def _add_control_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--controlnet", metavar="REF", help="ControlNet (hub id, folder or .safetensors file)"
+    )
+    parser.add_argument(
+        "--control",
+        type=Path,
+        metavar="IMAGE",
+        help="control image for --controlnet, used as it is (a scribble: light lines on dark), "
+        "laid over the picture at its size",
+    )
+    parser.add_argument(
+        "--control-kind",
+        choices=[k.value for k in ControlKind],
+        default=ControlKind.SCRIBBLE.value,
+        help="canny: use the edges of IMAGE; the others use IMAGE as it is (default scribble)",
+    )
+    for name, default, what in (
+        ("strength", 1.0, "how strongly the control steers, 0-2"),
+        ("start", 0.0, "fraction of the steps where the control starts"),
+        ("end", 1.0, "fraction of the steps where it ends"),
+    ):
+        parser.add_argument(
+            f"--control-{name}", type=float, metavar="F", help=f"{what} (default {default:g})"
+        )
+
+
+def _controls(args: argparse.Namespace) -> tuple[Control, ...]:
+    """The --controlnet/--control pair (and its settings) as controls for the request."""
+    reference, image = getattr(args, "controlnet", None), getattr(args, "control", None)
+    if image is not None and reference is None:
+        raise SDStudioError(
+            "--control needs --controlnet REF: the ControlNet to steer with (a hub id, a folder "
+            "or a .safetensors file)."
+        )
+    if reference is not None and image is None:
+        raise SDStudioError(
+            "--controlnet needs --control IMAGE: the control image (a scribble: light lines on "
+            "dark)."
+        )
+    settings = {n: getattr(args, f"control_{n}", None) for n in ("strength", "start", "end")}
+    if reference is None:
+        given = [f"--control-{n}" for n, value in settings.items() if value is not None]
+        if given:
+            raise SDStudioError(f"{given[0]} needs --controlnet REF and --control IMAGE.")
+        return ()
+    from sdstudio.core.imageio import load_image
+    from sdstudio.core.pixels import to_rgb8
+
+    pixels = to_rgb8(load_image(image))
+    fields = {n: value for n, value in settings.items() if value is not None}
+    return (Control(reference, pixels, ControlKind(args.control_kind), **fields),)
 
 
 def _add_inpaint_area_options(parser: argparse.ArgumentParser) -> None:
@@ -205,6 +267,7 @@ def _request(args: argparse.Namespace, mode: Mode, image, mask) -> GenerationReq
             guidance=args.guidance,
             seed=random_seed() if args.seed is None else args.seed,
             scheduler=Scheduler.parse(args.scheduler),
+            controls=_controls(args),
         )
     if hasattr(args, "strength"):
         fields["strength"] = args.strength
@@ -253,7 +316,7 @@ def _generate(args: argparse.Namespace, mode: Mode) -> int:
 
         engine = ClassicalFillEngine(method=args.fill)
     else:
-        engine = _load_engine(args, request.model)
+        engine = _load_engine(args, request.model, request)
     if getattr(args, "previews", None) is not None:
         try:
             args.previews.mkdir(parents=True, exist_ok=True)
@@ -270,12 +333,14 @@ def _generate(args: argparse.Namespace, mode: Mode) -> int:
     return 0
 
 
-def _load_engine(args: argparse.Namespace, model: str):
+def _load_engine(args: argparse.Namespace, model: str, request: GenerationRequest | None = None):
     from sdstudio.engine.diffusion.engine import DiffusersEngine
 
-    print(f"Loading model {model} ...", file=sys.stderr, flush=True)
     folder = args.models_dir
     engine = DiffusersEngine(models_folder=(lambda: folder) if folder else None)
+    if request is not None and request.controls:  # a mismatch is said before the model loads
+        engine.check_controls(request)
+    print(f"Loading model {model} ...", file=sys.stderr, flush=True)
     engine.load(model)
     return engine
 

@@ -344,3 +344,89 @@ def test_remove_with_model_refine(files, photo, edge_mask, sd1_inpaint_model, ca
     text = read_parameters(out)
     assert "Denoising strength: 0.5" in text and "Seed: 2" in text
     assert_unchanged_outside(load_image(out), photo, edge_mask, 4)
+
+
+# -- sketch control -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def controlnets(tmp_path_factory):
+    """Tiny SD1 and SDXL ControlNet folders, and two scribbles (light lines on dark)."""
+    import torch
+    from tiny_models import saved_controlnet
+
+    torch.set_num_threads(1)
+    root = tmp_path_factory.mktemp("cli-cn")
+    sketches = []
+    for index, (rows, cols) in enumerate(((slice(40, 46), slice(10, 190)), (slice(10, 120), 100))):
+        sketch = np.zeros((130, 200, 3), np.uint8)  # the photo's size: the sketch over it
+        sketch[rows, cols] = 255
+        save_image(root / f"sketch{index}.png", sketch)
+        sketches.append(str(root / f"sketch{index}.png"))
+    sd1 = str(saved_controlnet(root / "sd1-scribble"))
+    return {"sd1": sd1, "sdxl": str(saved_controlnet(root / "xl", xl=True)), "sketches": sketches}
+
+
+def controlled(command, files, model, out, *extra):
+    source = [] if command == "txt2img" else [str(files / "photo.png")]
+    size = ["--width", "64", "--height", "64"] if command == "txt2img" else ["--strength", "1"]
+    mask = ["--mask", str(files / "mask.png")] if command == "inpaint" else []
+    fields = ["--prompt", "a hut", "--model", model, "--steps", "2", "--seed", "5"]
+    return main([command, *source, *mask, *fields, *size, *extra, "-o", str(out)])
+
+
+@pytest.mark.parametrize("command", ["txt2img", "img2img"])
+def test_control_flags_steer_the_picture_and_go_into_its_metadata(
+    files, sd1_model, controlnets, command
+):
+    cn, (first, second) = controlnets["sd1"], controlnets["sketches"]
+    flags = ["--controlnet", cn, "--control-strength", "1.5", "--control-end", "0.8"]
+    outs = [files / f"{command}-{name}.png" for name in ("plain", "a", "a-again", "b")]
+    assert controlled(command, files, sd1_model, outs[0]) == 0
+    for out, sketch in zip(outs[1:], (first, first, second), strict=True):
+        assert controlled(command, files, sd1_model, out, *flags, "--control", sketch) == 0
+    plain, a, again, b = (load_image(out).astype(int) for out in outs)
+    assert np.abs(a - plain).mean() > 1  # the control was used
+    np.testing.assert_array_equal(a, again)  # the same sketch gives the same picture
+    assert not np.array_equal(a, b)  # another sketch another picture
+    assert (
+        'ControlNet 0: "Module: scribble, Model: sd1-scribble, Weight: 1.5, Guidance Start: 0.0, '
+        'Guidance End: 0.8"'
+    ) in read_parameters(outs[1])
+
+
+def test_control_flags_with_inpaint_keep_unmasked_pixels(
+    files, photo, edge_mask, sd1_inpaint_model, controlnets
+):
+    out = files / "inpaint-control.png"
+    flags = ["--controlnet", controlnets["sd1"], "--control", controlnets["sketches"][1]]
+    code = controlled("inpaint", files, sd1_inpaint_model, out, *flags, "--control-kind", "canny")
+    assert code == 0
+    assert_unchanged_outside(load_image(out), photo, edge_mask, 4)
+    assert "Module: canny" in read_parameters(out)
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--control", "SKETCH"], "--control needs --controlnet REF"),
+        (["--controlnet", "CN"], "--controlnet needs --control IMAGE"),
+        (["--control-strength", "0.5"], "--control-strength needs --controlnet"),
+        (["--controlnet", "CN", "--control", "MISSING"], "missing.png"),
+        (["--controlnet", "CN", "--control", "SKETCH", "--control-strength", "3"], "0 and 2"),
+        (["--controlnet", "XL", "--control", "SKETCH"], "is for SDXL models, but 'model' is a"),
+    ],
+)
+def test_control_flag_mistakes_say_what_to_do(files, sd1_model, controlnets, capsys, flags, words):
+    names = {
+        "SKETCH": controlnets["sketches"][0],
+        "CN": controlnets["sd1"],
+        "XL": controlnets["sdxl"],
+        "MISSING": str(files / "missing.png"),
+    }
+    flags = [names.get(flag, flag) for flag in flags]
+    assert controlled("txt2img", files, sd1_model, files / "out.png", *flags) == 1
+    err = capsys.readouterr().err
+    assert err.strip().splitlines()[-1].startswith("sdstudio: error: ") and words in err
+    assert "Loading model" not in err and "Traceback" not in err  # refused before any loading
+    assert not (files / "out.png").exists()

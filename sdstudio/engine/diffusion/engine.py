@@ -29,7 +29,12 @@ from sdstudio.engine.diffusion.adapters import (
     find_lora,
     load_embedding,
 )
-from sdstudio.engine.diffusion.controlnet import control_image, resolve_controlnet
+from sdstudio.engine.diffusion.controlnet import (
+    ControlNetInfo,
+    check_family,
+    control_image,
+    resolve_controlnet,
+)
 from sdstudio.engine.diffusion.decoding import run_and_decode
 from sdstudio.engine.diffusion.devices import applied_plan
 from sdstudio.engine.diffusion.pipelines import PipelineCache, Task
@@ -99,6 +104,16 @@ class DiffusersEngine:
         """Load a model ahead of a run (runs load it themselves when needed)."""
         self.cache.load(reference)
 
+    def check_controls(self, request: GenerationRequest) -> tuple[ControlNetInfo, ...]:
+        """The request's ControlNets, resolved (downloaded if needed) and checked against the
+        model's family, without loading the model or any ControlNet."""
+        controls = tuple(resolve_controlnet(control.model) for control in request.controls)
+        if controls:
+            info = self.cache.model_info(request.model)
+            for control in controls:
+                check_family(control, info.family, info.name)
+        return controls
+
     def run(self, request: GenerationRequest, cancel: threading.Event) -> Iterator[Event]:
         return self._thread.stream(lambda emit: self._generate(request, cancel, emit), cancel)
 
@@ -135,7 +150,7 @@ class DiffusersEngine:
                 f"Strength {request.strength} with {request.steps} steps runs no denoising step: "
                 "raise the strength or the number of steps."
             )
-        controls = tuple(resolve_controlnet(control.model) for control in request.controls)
+        controls = self.check_controls(request)
         loaded, pipe = self.cache.pipeline(request.model, TASKS[request.mode], controls)
         check_cancel(cancel)
         pipe.scheduler = make_scheduler(request.scheduler, loaded.scheduler_config)
