@@ -177,3 +177,18 @@ def cpu_sd15_engine():
     engine = DiffusersEngine(PipelineCache(device="cpu", dtype=torch.float32))
     engine.load(folder)
     return engine, folder
+
+
+def sd15_controlnet(sample_size: int = 64):
+    """An SD 1.5 ControlNet (the published lllyasviel/control_v11p_sd15_* config, 4 input
+    channels whatever the base UNet has), random weights."""
+    from diffusers import ControlNetModel
+
+    return ControlNetModel(
+        in_channels=4,
+        layers_per_block=2,
+        block_out_channels=(320, 640, 1280, 1280),
+        cross_attention_dim=768,
+        attention_head_dim=8,
+        down_block_types=("CrossAttnDownBlock2D",) * 3 + ("DownBlock2D",),
+    ).eval()
