@@ -430,3 +430,28 @@ def test_an_autosave_keeps_the_editors_sketch(qtbot, window, tmp_path):
     np.testing.assert_array_equal(snapshot.sketch.pixels, document.sketch)
     assert not snapshot.sketch.visible
     window.stop_autosave()
+
+
+def test_img2img_redraws_the_picture_with_the_shown_sketch_and_inpaint_keeps_the_picture(
+    qtbot, tmp_path, photo
+):
+    from sdstudio.core.request import Mode
+    from sdstudio.core.sketch import flatten_sketch
+    from sdstudio.engine.fake import FakeEngine
+
+    window = MainWindow(
+        settings=QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat),
+        engine_factory=FakeEngine,
+    )
+    window.confirm_discard = lambda: True
+    qtbot.addWidget(window)
+    window.set_document(Document(photo.copy()))
+    document = window.session.document
+    sketch(document, [(20, 20), (120, 90)])
+    request = window.session.requests(Mode.IMG2IMG)[0]
+    np.testing.assert_array_equal(request.image, flatten_sketch(document))
+    assert not np.array_equal(request.image, photo)
+    document.set_mask(np.full(photo.shape[:2], 255, np.uint8))
+    np.testing.assert_array_equal(window.session.requests(Mode.INPAINT)[0].image, photo)
+    document.set_sketch_visible(False)  # a hidden sketch is not part of the picture
+    np.testing.assert_array_equal(window.session.requests(Mode.IMG2IMG)[0].image, photo)

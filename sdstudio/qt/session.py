@@ -21,6 +21,7 @@ from sdstudio.core.metadata import parse_parameters
 from sdstudio.core.pixels import to_rgba8
 from sdstudio.core.region import Box
 from sdstudio.core.request import MAX_SEED, GenerationRequest, Mode, random_seed
+from sdstudio.core.sketch import flatten_sketch
 from sdstudio.engine.events import Finished, Started
 
 
@@ -152,6 +153,10 @@ class EditorSession(QObject):
             fields.update(width=snap8(document.width), height=snap8(document.height))
         else:
             fields["image"] = document.image
+            if mode is Mode.IMG2IMG and document.sketch is not None and document.sketch_visible:
+                # sketch-to-image: the strokes are part of the picture the model redraws (an
+                # inpaint keeps the picture: its unmasked pixels come back as they were)
+                fields["image"] = flatten_sketch(document)
             fields["mask"] = document.mask if mode in (Mode.INPAINT, Mode.REMOVE) else None
             fields["region"] = document.region if mode is Mode.IMG2IMG else None
         first = GenerationRequest(seed=seed, **fields)
