@@ -140,3 +140,29 @@ def test_needs_download_is_offline_and_exact(tmp_path, monkeypatch, sd1_model):
     (cached / "refs" / "main").write_text("abc")
     (cached / "snapshots" / "abc" / "model_index.json").write_text("{}")
     assert not needs_download("someone/here")
+
+
+@pytest.mark.parametrize(
+    ("resolve", "what"),
+    [
+        ("sdstudio.engine.models.resolve:resolve_model", "Model"),
+        ("sdstudio.engine.diffusion.controlnet:resolve_controlnet", "ControlNet"),
+    ],
+)
+def test_a_hub_id_not_downloaded_while_offline_says_what_to_do(monkeypatch, resolve, what):
+    import importlib
+
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    def offline(repo_id, **kwargs):
+        if kwargs.get("local_files_only"):
+            raise LocalEntryNotFoundError("not in the cache")
+        raise ConnectionError("no network")
+
+    monkeypatch.setattr("huggingface_hub.snapshot_download", offline)
+    module, name = resolve.split(":")
+    with pytest.raises(ModelError) as caught:
+        getattr(importlib.import_module(module), name)("someone/some-model")
+    message = str(caught.value)
+    assert message.startswith(f"{what} 'someone/some-model' is not downloaded and the Hugging")
+    assert "(ConnectionError). Connect to the internet" in message

@@ -114,39 +114,14 @@ def _check_file(path: Path, reference: str) -> ControlNetInfo:
 
 
 def _download(repo_id: str) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (
-        GatedRepoError,
-        LocalEntryNotFoundError,
-        RepositoryNotFoundError,
-    )
+    from sdstudio.engine.models.resolve import hub_snapshot
 
-    try:
-        return Path(
-            snapshot_download(repo_id, allow_patterns=ALLOW_PATTERNS, local_files_only=True)
-        )
-    except LocalEntryNotFoundError:
-        pass  # not cached yet: download below
-    except Exception as error:  # noqa: BLE001 - a broken cache entry: try the hub
-        log.info("cache lookup for %s failed: %s", repo_id, error)
-    try:
-        return Path(snapshot_download(repo_id, allow_patterns=ALLOW_PATTERNS))
-    except GatedRepoError as error:
-        raise ModelError(
-            f"'{repo_id}' is gated on the Hugging Face Hub: accept its licence on its page, log "
-            "in with `hf auth login`, and try again."
-        ) from error
-    except RepositoryNotFoundError as error:
-        raise ModelError(
-            f"There is no ControlNet '{repo_id}' on the Hugging Face Hub (or it is private). "
-            "Check the spelling, or pass a local folder or .safetensors file."
-        ) from error
-    except Exception as error:  # noqa: BLE001 - offline, DNS, proxy, disk full ...
-        raise ModelError(
-            f"ControlNet '{repo_id}' is not downloaded and the Hugging Face Hub cannot be "
-            f"reached ({type(error).__name__}). Connect to the internet and run again (it is "
-            "downloaded once, then cached), or pass a local folder or .safetensors file."
-        ) from error
+    return hub_snapshot(
+        repo_id,
+        what="ControlNet",
+        allow_patterns=ALLOW_PATTERNS,
+        instead="pass a local folder or .safetensors file",
+    )
 
 
 def resolve_controlnet(reference: str) -> ControlNetInfo:

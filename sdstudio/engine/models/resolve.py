@@ -32,6 +32,25 @@ HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
 def _download(repo_id: str) -> Path:
+    return hub_snapshot(
+        repo_id,
+        what="model",
+        allow_patterns=ALLOW_PATTERNS,
+        ignore_patterns=IGNORE_PATTERNS,
+        instead="pass a local diffusers folder with --model PATH",
+    )
+
+
+def hub_snapshot(
+    repo_id: str,
+    *,
+    what: str,
+    allow_patterns: list[str],
+    ignore_patterns: list[str] | None = None,
+    instead: str,
+) -> Path:
+    """The local folder of hub repo ``repo_id`` (a ``what``: "model", "ControlNet"), from the
+    cache or downloaded into it; a one-line error saying what to do (``instead``) otherwise."""
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import (
         GatedRepoError,
@@ -39,7 +58,7 @@ def _download(repo_id: str) -> Path:
         RepositoryNotFoundError,
     )
 
-    kwargs = {"allow_patterns": ALLOW_PATTERNS, "ignore_patterns": IGNORE_PATTERNS}
+    kwargs = {"allow_patterns": allow_patterns, "ignore_patterns": ignore_patterns}
     try:
         return Path(snapshot_download(repo_id, local_files_only=True, **kwargs))
     except LocalEntryNotFoundError:
@@ -55,15 +74,15 @@ def _download(repo_id: str) -> Path:
         ) from error
     except RepositoryNotFoundError as error:
         raise ModelError(
-            f"There is no model '{repo_id}' on the Hugging Face Hub (or it is private). Check "
-            "the spelling, or pass a local diffusers folder with --model PATH."
+            f"There is no {what} '{repo_id}' on the Hugging Face Hub (or it is private). Check "
+            f"the spelling, or {instead}."
         ) from error
     except Exception as error:  # noqa: BLE001 - offline, DNS, proxy, disk full ...
         raise ModelError(
-            f"Model '{repo_id}' is not downloaded and the Hugging Face Hub cannot be reached "
-            f"({type(error).__name__}). Connect to the internet and run again (it is downloaded "
-            f"once, then cached), or run `hf download {repo_id}` on a connected machine and "
-            "copy the cache, or pass a local diffusers folder with --model PATH."
+            f"{what[0].upper()}{what[1:]} '{repo_id}' is not downloaded and the Hugging Face Hub "
+            f"cannot be reached ({type(error).__name__}). Connect to the internet and run again "
+            f"(it is downloaded once, then cached), or run `hf download {repo_id}` on a "
+            f"connected machine and copy the cache, or {instead}."
         ) from error
 
 
