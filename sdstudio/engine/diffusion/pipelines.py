@@ -117,8 +117,9 @@ class PipelineCache:
     def device(self) -> str:
         return self.plan.device if self.plan is not None else "cpu"
 
-    def load(self, reference: str) -> Loaded:
-        """Load a model (a no-op when it is the one loaded)."""
+    def load(self, reference: str, info: ModelInfo | None = None) -> Loaded:
+        """Load a model (a no-op when it is the one loaded); ``info``: ``reference`` already
+        resolved."""
         overrides = {**self._overrides_source(), **self._fixed}
         if (
             self._loaded is not None
@@ -126,7 +127,7 @@ class PipelineCache:
             and overrides == self._loaded_with
         ):
             return self._loaded
-        info = resolve_model(reference)
+        info = info or resolve_model(reference)
         self.unload()
         import diffusers
 
@@ -173,11 +174,12 @@ class PipelineCache:
     ) -> tuple[Loaded, Any]:
         """The pipeline for ``task``; with ``controls``, a ControlNet pipeline sharing the
         model's weights (each ControlNet's family is checked before the model is loaded)."""
+        info = None
         if controls:
             info = self.model_info(reference)
             for control in controls:
                 controlnets.check_family(control, info.family, info.name)
-        loaded = self.load(reference)
+        loaded = self.load(reference, info)  # resolved once, not again
         if loaded.inpainting_unet and task is not Task.INPAINT:
             raise ModelError(
                 f"'{loaded.info.name}' is an inpainting model: it can only inpaint. Choose a "
