@@ -3,13 +3,12 @@
 It keeps an 8-bit RGBA display copy of the picture and a mask overlay, both numpy arrays that
 QImages wrap without copying; an edit updates only the changed box of each and repaints only
 that part of the widget. The document's sketch (premultiplied RGBA) is wrapped as it is and
-drawn above the picture while it is shown. Painting itself happens in ``sdstudio.core`` (Document, Stroke), in
-image coordinates; this widget only maps coordinates, draws, and forwards events.
+drawn above the picture while it is shown. Painting itself happens in ``sdstudio.core``
+(Document, Stroke), in image coordinates; this widget maps coordinates and draws, and its
+``CanvasInput`` mixin (canvas_input.py) forwards events.
 """
 
 from __future__ import annotations
-
-from enum import Enum
 
 import numpy as np
 from PySide6.QtCore import QPointF, QRect, QRectF, Qt, Signal
@@ -17,39 +16,22 @@ from PySide6.QtGui import (
     QBrush,
     QColor,
     QImage,
-    QMouseEvent,
     QPainter,
     QPaintEvent,
     QPen,
     QPixmap,
-    QTabletEvent,
-    QWheelEvent,
 )
 from PySide6.QtWidgets import QWidget
 
-from sdstudio.core.brush import BrushSettings, Tool
+from sdstudio.core.brush import BrushSettings
 from sdstudio.core.document import Document
 from sdstudio.core.pixels import to_rgba8
 from sdstudio.core.region import Box
+from sdstudio.qt.canvas_input import CanvasInput, CanvasTool
 
 TINT = (255, 64, 64)
 TINT_ALPHA = 0.45
 MIN_ZOOM, MAX_ZOOM = 1 / 64, 64.0
-ZOOM_STEP = 1.25
-
-
-class CanvasTool(Enum):
-    ERASE = "erase"
-    RESTORE = "restore"
-    PAINT = "paint"
-    REGION = "region"
-
-
-BRUSH_TOOLS = {
-    CanvasTool.ERASE: Tool.ERASE,
-    CanvasTool.RESTORE: Tool.RESTORE,
-    CanvasTool.PAINT: Tool.PAINT,
-}
 
 
 def wrap_qimage(
@@ -70,7 +52,7 @@ def _checker_brush() -> QBrush:
     return QBrush(pixmap)
 
 
-class Canvas(QWidget):
+class Canvas(CanvasInput, QWidget):
     """Zoomable, pannable view of a Document with brush, restore, paint and region tools."""
 
     zoom_changed = Signal(float)
@@ -331,124 +313,8 @@ class Canvas(QWidget):
         self.update(old)  # two rectangles: their union would span the whole way between them
         self.update(self._cursor_rect(point))
 
-    # -- input ------------------------------------------------------------------------------------
-
-    def _begin(self, position: QPointF, pressure: float) -> None:
-        if self.document is None:
-            return
-        point = self.to_image(position)
-        if self.tool is CanvasTool.REGION:
-            self._region_start = point
-            self._region_draft = None
-            return
-        color = self.paint_color if self.tool is CanvasTool.PAINT else None
-        self._stroke = self.document.begin_stroke(BRUSH_TOOLS[self.tool], self.brush, color)
-        self._stroke.add(point.x(), point.y(), pressure)
-
-    def _extend(self, position: QPointF, pressure: float) -> None:
-        point = self.to_image(position)
-        if self._stroke is not None:
-            self._stroke.add(point.x(), point.y(), pressure)
-        elif self._region_start is not None and self.document is not None:
-            old = self._region_draft
-            self._region_draft = _box_between(self._region_start, point, self.document)
-            for box in (old, self._region_draft):
-                if box is not None:
-                    self.update_image_box(box.expand(2))
-
-    def _finish(self) -> None:
-        if self._stroke is not None:
-            self._stroke.end()
-            self._stroke = None
-        elif self._region_start is not None and self.document is not None:
-            region = self._region_draft
-            if region is not None and (region.width < 8 or region.height < 8):
-                region = None  # a click, not a drag: clears the region
-            self._region_start, self._region_draft = None, None
-            self.document.set_region(region)
-            self.region_changed.emit(region)
-            self.update()
-
-    def mousePressEvent(self, event: QMouseEvent) -> None:  # noqa: N802
-        button = event.button()
-        if button == Qt.MouseButton.MiddleButton or (
-            button == Qt.MouseButton.LeftButton and self._space_held
-        ):
-            self._panning = event.position()
-            self.setCursor(Qt.CursorShape.ClosedHandCursor)
-        elif button == Qt.MouseButton.LeftButton:
-            self._begin(event.position(), 1.0)
-
-    def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802
-        position = event.position()
-        if self._panning is not None:
-            self.pan += position - self._panning
-            self._panning = position
-            self.update()
-            return
-        self._move_cursor(position)
-        point = self.to_image(position)
-        self.cursor_moved.emit(int(point.x()), int(point.y()))
-        if event.buttons() & Qt.MouseButton.LeftButton:
-            self._extend(position, 1.0)
-
-    def mouseReleaseEvent(self, event: QMouseEvent) -> None:  # noqa: N802
-        if self._panning is not None and event.button() in (
-            Qt.MouseButton.MiddleButton,
-            Qt.MouseButton.LeftButton,
-        ):
-            self._panning = None
-            self.setCursor(
-                Qt.CursorShape.OpenHandCursor if self._space_held else Qt.CursorShape.BlankCursor
-            )
-        elif event.button() == Qt.MouseButton.LeftButton:
-            self._finish()
-
-    def tabletEvent(self, event: QTabletEvent) -> None:  # noqa: N802
-        kind = event.type()
-        pressure = float(event.pressure())
-        if kind == QTabletEvent.Type.TabletPress:
-            self._begin(event.position(), pressure)
-        elif kind == QTabletEvent.Type.TabletMove:
-            self._move_cursor(event.position())
-            if self._stroke is not None or self._region_start is not None:
-                self._extend(event.position(), pressure)
-        elif kind == QTabletEvent.Type.TabletRelease:
-            self._finish()
-        event.accept()  # no synthesized mouse events: the pressure would be lost
-
-    def wheelEvent(self, event: QWheelEvent) -> None:  # noqa: N802
-        notches = event.angleDelta().y() / 120.0
-        if notches:
-            self.zoom_by(ZOOM_STEP**notches, event.position())
-
-    def keyPressEvent(self, event) -> None:  # noqa: N802
-        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
-            self._space_held = True
-            self.setCursor(Qt.CursorShape.OpenHandCursor)
-            return
-        super().keyPressEvent(event)
-
-    def keyReleaseEvent(self, event) -> None:  # noqa: N802
-        if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
-            self._space_held = False
-            self.setCursor(Qt.CursorShape.BlankCursor)
-            return
-        super().keyReleaseEvent(event)
-
-    def leaveEvent(self, event) -> None:  # noqa: N802
-        self._move_cursor(None)
-        super().leaveEvent(event)
-
     def resizeEvent(self, event) -> None:  # noqa: N802
         first = event.oldSize().width() <= 0
         super().resizeEvent(event)
         if first:
             self.fit()
-
-
-def _box_between(a: QPointF, b: QPointF, document: Document) -> Box:
-    x0, x1 = sorted((a.x(), b.x()))
-    y0, y1 = sorted((a.y(), b.y()))
-    box = Box(int(np.floor(x0)), int(np.floor(y0)), int(np.ceil(x1)), int(np.ceil(y1)))
-    return box.clamp(document.width, document.height)
