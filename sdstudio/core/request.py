@@ -183,6 +183,9 @@ class GenerationRequest:
     few-step LoRA): (name or path, weight) pairs."""
     controls: tuple[Control, ...] = ()
     """ControlNet conditionings (txt2img, img2img, inpaint and outpaint)."""
+    live: bool = False
+    """A live frame: decoded with the tiny VAE when one is installed; never recorded
+    differently otherwise."""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image", _frozen_copy(self.image, "image"))
