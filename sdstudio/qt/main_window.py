@@ -5,15 +5,13 @@ from __future__ import annotations
 import logging
 
 from PySide6.QtCore import QByteArray, QSettings, Qt
-from PySide6.QtGui import QAction, QColor, QIcon, QKeySequence, QPixmap
+from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (
     QColorDialog,
     QDockWidget,
     QLabel,
     QMainWindow,
     QProgressBar,
-    QSpinBox,
-    QToolBar,
 )
 
 from sdstudio.core.brush import BrushSettings
@@ -22,9 +20,9 @@ from sdstudio.core.paths import loras_dir
 from sdstudio.qt.autosave import Autosave
 from sdstudio.qt.candidate_strip import CandidateStrip
 from sdstudio.qt.canvas import Canvas, CanvasTool
-from sdstudio.qt.device_menu import build_device_menu, read_overrides
+from sdstudio.qt.device_menu import read_overrides
 from sdstudio.qt.files import FileHandling
-from sdstudio.qt.fill_menu import build_fill_menu, fill_engine_factory, read_fill_method
+from sdstudio.qt.fill_menu import fill_engine_factory, read_fill_method
 from sdstudio.qt.lora_panel import LoraPanel
 from sdstudio.qt.memory import RESULTS_KEY, RESULTS_MIB, UNDO_KEY, UNDO_MIB, memory_budget
 from sdstudio.qt.model_actions import ModelActions
@@ -33,6 +31,7 @@ from sdstudio.qt.panel import GenerationPanel
 from sdstudio.qt.restore_panel import RestorePanel
 from sdstudio.qt.session import EditorSession
 from sdstudio.qt.tasks import wait_for_background
+from sdstudio.qt.window_actions import WindowActions
 from sdstudio.qt.worker import GenerationWorker
 
 log = logging.getLogger(__name__)
@@ -48,7 +47,7 @@ def _diffusers_engine(models_folder, overrides):
     return DiffusersEngine(PipelineCache(overrides=overrides), models_folder=models_folder)
 
 
-class MainWindow(ModelActions, FileHandling, Autosave, QMainWindow):
+class MainWindow(WindowActions, ModelActions, FileHandling, Autosave, QMainWindow):
     def __init__(
         self, settings: QSettings | None = None, engine_factory=None, fill_factory=None
     ) -> None:
@@ -121,147 +120,6 @@ class MainWindow(ModelActions, FileHandling, Autosave, QMainWindow):
         bar.addPermanentWidget(self.position_label)
         bar.addPermanentWidget(self.progress)
         bar.addPermanentWidget(self.zoom_label)
-
-    def _action(self, menu, text: str, slot, shortcuts=(), checkable: bool = False) -> QAction:
-        action = QAction(text, self)
-        action.setShortcuts([QKeySequence(s) for s in shortcuts])
-        action.setCheckable(checkable)
-        action.triggered.connect(slot)
-        menu.addAction(action)
-        self.addAction(action)  # shortcuts work whatever has focus
-        return action
-
-    def _build_actions(self) -> None:
-        menus = self.menuBar()
-        file = menus.addMenu("&File")
-        self._action(file, "&New canvas", self.new_canvas, ["Ctrl+N"])
-        self._action(file, "&Open…", self.open_dialog, [QKeySequence.StandardKey.Open])
-        self.recent_menu = file.addMenu("Open &recent")
-        self._action(file, "&Paste picture", self.paste, [QKeySequence.StandardKey.Paste])
-        self._action(file, "&Copy result", self.copy, [QKeySequence.StandardKey.Copy])
-        self._action(file, "&Save project", self.save, [QKeySequence.StandardKey.Save])
-        self._action(file, "Save project &as…", self.save_as_dialog, ["Ctrl+Shift+S"])
-        self._action(file, "&Export picture…", self.export_dialog, ["Ctrl+E"])
-        file.addSeparator()
-        self._action(file, "&Quit", self.close, [QKeySequence.StandardKey.Quit])
-        edit = menus.addMenu("&Edit")
-        self.undo_action = self._action(edit, "&Undo", self.undo, ["Ctrl+Z"])
-        self.redo_action = self._action(edit, "&Redo", self.redo, ["Ctrl+Shift+Z", "Ctrl+Y"])
-        edit.addSeparator()
-        self._action(edit, "&Clear mask", self.clear_mask, ["Ctrl+Shift+A"])
-        self._action(edit, "&Invert mask", self.invert_mask, ["Ctrl+I"])
-        self._action(edit, "Clear &region", self.clear_region, [])
-        self._action(edit, "Clear s&ketch", self.clear_sketch, ["Ctrl+Shift+K"])
-        view = menus.addMenu("&View")
-        self._action(view, "&Fit to window", self.canvas.fit, ["Ctrl+0"])
-        self._action(view, "&100%", self.canvas.actual_size, ["Ctrl+1"])
-        self._action(view, "Zoom &in", lambda: self.canvas.zoom_by(1.25), ["Ctrl++", "Ctrl+="])
-        self._action(view, "Zoom &out", lambda: self.canvas.zoom_by(0.8), ["Ctrl+-"])
-        self.transparency_action = self._action(
-            view,
-            "Show erased area as &transparency",
-            self.canvas.set_erase_shows_transparency,
-            checkable=True,
-        )
-        self.sketch_action = self._action(
-            view, "Show &sketch", self.show_sketch, ["Ctrl+K"], checkable=True
-        )
-        self.sketch_action.setChecked(True)
-        tools = menus.addMenu("&Tools")
-        self.tool_actions = {
-            CanvasTool.ERASE: self._action(
-                tools,
-                "&Eraser (mark to regenerate)",
-                lambda: self.set_tool(CanvasTool.ERASE),
-                ["E"],
-                True,
-            ),
-            CanvasTool.RESTORE: self._action(
-                tools, "&Restore (un-erase)", lambda: self.set_tool(CanvasTool.RESTORE), ["R"], True
-            ),
-            CanvasTool.PAINT: self._action(
-                tools, "&Brush (sketch)", lambda: self.set_tool(CanvasTool.PAINT), ["B"], True
-            ),
-            CanvasTool.REGION: self._action(
-                tools,
-                "Re&gion (where to generate)",
-                lambda: self.set_tool(CanvasTool.REGION),
-                ["M"],
-                True,
-            ),
-        }
-        self._action(tools, "S&wap eraser and restore", self.swap_tool, ["X"])
-        self._action(
-            tools,
-            "&Bigger brush",
-            lambda: self.set_brush_size(self.canvas.brush.size * 1.25),
-            ["]"],
-        )
-        self._action(
-            tools,
-            "&Smaller brush",
-            lambda: self.set_brush_size(self.canvas.brush.size / 1.25),
-            ["["],
-        )
-        self.color_action = self._action(tools, "Brush &colour…", self.choose_color, ["C"])
-        models = menus.addMenu("&Models")
-        self._action(models, "Model &library…", self.show_model_library, ["Ctrl+L"])
-        build_device_menu(
-            models.addMenu("&Device and memory"),
-            self.settings,
-            self.device_overrides,
-            lambda: self.statusBar().showMessage(
-                "Device settings changed: the next generation reloads the model with them.", 8000
-            ),
-        )
-        generate = menus.addMenu("&Generate")
-        self._action(generate, "&Generate", self.generate, ["Ctrl+Return", "Ctrl+Enter"])
-        self._action(generate, "&Cancel", self.cancel, ["Esc"])
-        self._action(generate, "&Remove (no model)", lambda: self.session.remove(), ["Delete"])
-        self._action(
-            generate,
-            "Remove, then &refine with the model",
-            self.remove_and_refine,
-            ["Shift+Delete"],
-        )
-        build_fill_menu(self, generate)
-        generate.addSeparator()
-        self._action(generate, "&Accept result", self.session.accept, ["Return", "Enter"])
-        self._action(generate, "&Use the picture's settings", self.use_provenance, ["Ctrl+Shift+U"])
-        self._action(
-            generate, "&Previous result", lambda: self.session.step_candidate(-1), ["Left"]
-        )
-        self._action(generate, "&Next result", lambda: self.session.step_candidate(1), ["Right"])
-        self._action(generate, "&Discard result", self.session.discard, ["Backspace"])
-        self._build_toolbar()
-
-    def _build_toolbar(self) -> None:
-        bar = QToolBar("Tools", self)
-        bar.setObjectName("tools_toolbar")
-        for action in self.tool_actions.values():
-            bar.addAction(action)
-        bar.addAction(self.color_action)
-        bar.addSeparator()
-        self.size_box = self._spin(
-            bar, "Size", 1, 2000, int(self.canvas.brush.size), self.set_brush_size
-        )
-        self.hardness_box = self._spin(
-            bar, "Hardness %", 0, 100, 80, lambda v: self._brush(hardness=v / 100)
-        )
-        self.opacity_box = self._spin(
-            bar, "Opacity %", 1, 100, 100, lambda v: self._brush(opacity=v / 100)
-        )
-        self.addToolBar(bar)
-
-    def _spin(self, bar: QToolBar, label: str, low: int, high: int, value: int, slot) -> QSpinBox:
-        bar.addWidget(QLabel(f" {label} "))
-        box = QSpinBox()
-        box.setRange(low, high)
-        box.setValue(value)
-        box.valueChanged.connect(slot)
-        box.setFocusPolicy(Qt.FocusPolicy.ClickFocus)
-        bar.addWidget(box)
-        return box
 
     def _connect(self) -> None:
         s = self.session
