@@ -1,0 +1,123 @@
+"""ControlNets in the model library: found with their family, pickles listed and never opened."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sdstudio.core.request import ModelFamily
+from sdstudio.engine.models.controlnets import controlnets_dir, scan_controlnets
+
+
+@pytest.fixture(scope="module")
+def sd1_controlnet(tmp_path_factory) -> Path:
+    from tiny_models import saved_controlnet
+
+    return saved_controlnet(tmp_path_factory.mktemp("cn") / "sd1-scribble")
+
+
+@pytest.fixture
+def empty_hub(tmp_path, monkeypatch) -> Path:
+    import huggingface_hub.constants as constants
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    return cache
+
+
+def sdxl_header_file(path: Path) -> Path:
+    """A single-file SDXL ControlNet as far as its header tells: only the tensors that identify
+    it (the conditioning input, SDXL's added time embedding, a 2048-wide cross-attention)."""
+    from safetensors.numpy import save_file
+
+    tensors = {
+        "controlnet_cond_embedding.conv_in.weight": np.zeros((16, 3, 3, 3), np.float16),
+        "add_embedding.linear_1.weight": np.zeros((8, 4), np.float16),
+        "down_blocks.1.attentions.0.transformer_blocks.0.attn2.to_k.weight": np.zeros(
+            (4, 2048), np.float16
+        ),
+    }
+    save_file(tensors, str(path))
+    return path
+
+
+def test_scan_finds_folders_and_files_with_their_family_and_lists_pickles_unopened(
+    tmp_path, empty_hub, sd1_controlnet
+):
+    from tiny_models import pickle_trap
+
+    models = tmp_path / "models"
+    folder = controlnets_dir(models)
+    shutil.copytree(sd1_controlnet, folder / "my-scribble")
+    sdxl_header_file(folder / "xl-scribble.safetensors")
+    marker = tmp_path / "ran"
+    pickle_trap(folder / "old-canny.pth", marker, torch_zip=True)
+    (folder / "readme.txt").write_text("not a ControlNet")
+    (folder / ".downloads").mkdir()
+    entries = {e.name: e for e in scan_controlnets(models)}
+    assert set(entries) == {"my-scribble", "xl-scribble", "old-canny.pth"}
+    scribble = entries["my-scribble"]
+    assert scribble.usable and scribble.family is ModelFamily.SD1 and scribble.source == "folder"
+    assert scribble.reference == str(folder / "my-scribble") and scribble.size_bytes > 0
+    xl = entries["xl-scribble"]
+    assert xl.usable and xl.family is ModelFamily.SDXL and xl.source == "file"
+    assert xl.reference == str(folder / "xl-scribble.safetensors")
+    old = entries["old-canny.pth"]
+    assert not old.usable and old.family is None and "pickle" in old.problem
+    assert not marker.exists()  # listed, never unpickled
+
+
+def test_unusable_controlnets_say_why(tmp_path, empty_hub, sd1_controlnet):
+    folder = controlnets_dir(tmp_path / "models")
+    folder.mkdir(parents=True)
+    (folder / "empty").mkdir()
+    (folder / "broken.safetensors").write_bytes(b"\x08\x00\x00\x00\x00\x00\x00\x00{bad json")
+    model = folder / "a-whole-model"
+    shutil.copytree(sd1_controlnet, model)
+    config = (model / "config.json").read_text().replace("ControlNetModel", "UNet2DConditionModel")
+    (model / "config.json").write_text(config)
+    entries = {e.name: e for e in scan_controlnets(tmp_path / "models")}
+    assert not any(e.usable for e in entries.values())
+    assert "no config.json" in entries["empty"].problem
+    assert "not a ControlNet" in entries["a-whole-model"].problem
+    assert entries["broken"].problem and entries["broken"].family is None
+
+
+def test_no_models_folder_lists_nothing(tmp_path, empty_hub):
+    assert scan_controlnets(tmp_path / "missing") == []
+
+
+def cache_repo(cache: Path, repo_id: str, files: dict[str, Path]) -> Path:
+    """A hub cache entry as huggingface_hub lays it out (blobs, a snapshot of links, refs)."""
+    repo = cache / f"models--{repo_id.replace('/', '--')}"
+    snapshot = repo / "snapshots" / "0123abcd"
+    (repo / "blobs").mkdir(parents=True)
+    for number, (name, source) in enumerate(sorted(files.items())):
+        blob = repo / "blobs" / f"{number:040x}"
+        shutil.copy(source, blob)
+        (snapshot / name).parent.mkdir(parents=True, exist_ok=True)
+        (snapshot / name).symlink_to(blob)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text("0123abcd")
+    return snapshot
+
+
+def test_hub_cache_controlnets_are_listed_by_repo_id_and_models_are_not(
+    tmp_path, empty_hub, sd1_controlnet, sd1_model
+):
+    files = {p.name: p for p in sd1_controlnet.iterdir()}
+    cache_repo(empty_hub, "someone/cn-scribble", files)
+    cache_repo(empty_hub, "someone/cn-partial", {"config.json": sd1_controlnet / "config.json"})
+    model = Path(sd1_model)
+    cache_repo(empty_hub, "someone/tiny-sd", {"model_index.json": model / "model_index.json"})
+    entries = scan_controlnets(tmp_path / "models")
+    assert [e.reference for e in entries] == ["someone/cn-partial", "someone/cn-scribble"]
+    partial, scribble = entries
+    assert scribble.usable and scribble.family is ModelFamily.SD1
+    assert scribble.source == "hub cache" and scribble.size_bytes > 0
+    assert not partial.usable and "someone/cn-partial" in partial.problem
+    assert "snapshots" not in partial.problem  # says the repo, not the cache's inner path
