@@ -121,3 +121,89 @@ def test_hub_cache_controlnets_are_listed_by_repo_id_and_models_are_not(
     assert scribble.source == "hub cache" and scribble.size_bytes > 0
     assert not partial.usable and "someone/cn-partial" in partial.problem
     assert "snapshots" not in partial.problem  # says the repo, not the cache's inner path
+
+
+# --- downloads -----------------------------------------------------------------------------------
+
+
+def test_controlnet_presets_are_well_known_diffusers_controlnets_with_their_licence():
+    from sdstudio.engine.models.controlnets import CONTROLNET_PRESETS
+    from sdstudio.engine.models.library import PRESETS
+
+    assert all(p.kind == "ControlNet" and p.licence and p.commercial for p in CONTROLNET_PRESETS)
+    by_repo = {p.repo_id: p for p in CONTROLNET_PRESETS}
+    for name in ("scribble", "lineart", "canny", "inpaint"):
+        preset = by_repo[f"lllyasviel/control_v11p_sd15_{name}"]
+        assert preset.family is ModelFamily.SD1 and "OpenRAIL" in preset.licence
+    xl = by_repo["xinsir/controlnet-scribble-sdxl-1.0"]
+    assert xl.family is ModelFamily.SDXL and "Apache" in xl.licence
+    assert not any("union" in p.repo_id.lower() for p in CONTROLNET_PRESETS)  # not run yet
+    assert all(p.filename is None and p.lora_name is None for p in CONTROLNET_PRESETS)
+    assert not any(p.kind == "ControlNet" for p in PRESETS)  # models stay models
+
+
+def fake_controlnet_snapshot(cache: Path, source: Path, calls: list, chunks=(10, 20)):
+    """Stands in for huggingface_hub.snapshot_download: lays the allowed files of ``source`` out
+    in ``cache`` as the hub does, reporting bytes like its "Reconstructing" bar."""
+
+    def snapshot_download(repo_id, *, allow_patterns=None, tqdm_class=None, **kwargs):
+        calls.append((repo_id, sorted(allow_patterns or []), kwargs))
+        bar = tqdm_class(desc="Reconstructing (incomplete total...)", unit="B", total=sum(chunks))
+        for chunk in chunks:
+            bar.update(chunk)
+        files = {p.name: p for p in source.iterdir() if p.name in (allow_patterns or [])}
+        return str(cache_repo(cache, repo_id, files))
+
+    return snapshot_download
+
+
+def test_a_controlnet_download_lands_where_the_scan_and_the_engine_find_it(
+    tmp_path, empty_hub, sd1_controlnet, monkeypatch
+):
+    import threading
+
+    from sdstudio.engine.diffusion.controlnet import resolve_controlnet
+    from sdstudio.engine.models.downloads import download_controlnet
+
+    source = tmp_path / "published"
+    shutil.copytree(sd1_controlnet, source)
+    (source / "diffusion_pytorch_model.bin").write_bytes(b"pickle")  # never fetched
+    calls: list = []
+    fake = fake_controlnet_snapshot(empty_hub, source, calls)
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fake)
+    seen = []
+    folder = download_controlnet(
+        "lllyasviel/control_v11p_sd15_scribble",
+        lambda done, total, speed: seen.append((done, total)),
+        threading.Event(),
+    )
+    assert calls[0][1] == ["config.json", "diffusion_pytorch_model.safetensors"]
+    assert seen == [(10, 30), (30, 30)]
+    assert not (folder / "diffusion_pytorch_model.bin").exists()
+    (entry,) = scan_controlnets(tmp_path / "models")
+    assert entry.reference == "lllyasviel/control_v11p_sd15_scribble"
+    assert entry.usable and entry.family is ModelFamily.SD1 and entry.source == "hub cache"
+    monkeypatch.undo()  # the engine's own (offline) cache lookup, as the panel's run takes it
+    import huggingface_hub.constants as constants
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(empty_hub))
+    info = resolve_controlnet(entry.reference)
+    assert info.folder == folder and info.family is ModelFamily.SD1
+
+
+def test_a_controlnet_repo_without_safetensors_is_refused_after_download(
+    tmp_path, empty_hub, sd1_controlnet, monkeypatch
+):
+    import threading
+
+    from sdstudio.core.errors import ModelError
+    from sdstudio.engine.models.downloads import download_controlnet
+
+    source = tmp_path / "pickled-only"
+    source.mkdir()
+    shutil.copy(sd1_controlnet / "config.json", source)
+    (source / "diffusion_pytorch_model.bin").write_bytes(b"pickle")
+    fake = fake_controlnet_snapshot(empty_hub, source, [])
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fake)
+    with pytest.raises(ModelError, match="only as diffusers safetensors"):
+        download_controlnet("someone/old-cn", print, threading.Event())

@@ -17,12 +17,69 @@ from sdstudio.core.errors import SDStudioError
 from sdstudio.core.request import ModelFamily
 from sdstudio.engine.diffusion.controlnet import CONFIG, resolve_controlnet
 from sdstudio.engine.models.folders import PICKLE_SUFFIXES, pickle_refusal
+from sdstudio.engine.models.library import Preset
 
 log = logging.getLogger(__name__)
 
 CONTROLNET_FOLDER = "controlnet"
 CONTROLNET_CLASSES = {"ControlNetModel", "ControlNetUnionModel", "ControlNetXSAdapter"}
 """config.json classes that mark a hub repo as a ControlNet (unsupported ones get a problem)."""
+
+CONTROLNET_1_1 = (
+    "OpenRAIL (ControlNet 1.1, as its model card says: use restrictions apply; commercial use "
+    "allowed)"
+)
+
+
+def _sd15(title: str, name: str, note: str) -> Preset:
+    return Preset(
+        title,
+        f"lllyasviel/{name}",
+        ModelFamily.SD1,
+        False,
+        1.4,  # diffusion_pytorch_model.safetensors in full precision
+        note,
+        CONTROLNET_1_1,
+        controlnet=True,
+    )
+
+
+CONTROLNET_PRESETS = (
+    _sd15(
+        "ControlNet SD 1.5 scribble",
+        "control_v11p_sd15_scribble",
+        "Your brush strokes (the Sketch layer) steer the picture: the control for live drawing.",
+    ),
+    _sd15(
+        "ControlNet SD 1.5 line art",
+        "control_v11p_sd15_lineart",
+        "Clean line drawings (light lines on dark) become the picture's outlines.",
+    ),
+    _sd15(
+        "ControlNet SD 1.5 canny",
+        "control_v11p_sd15_canny",
+        "Keeps the edges of a picture (found with OpenCV) while the rest is redrawn.",
+    ),
+    _sd15(
+        "ControlNet SD 1.5 inpaint",
+        "control_v11p_sd15_inpaint",
+        "Helps a plain SD 1.5 model inpaint in keeping with the surroundings; SD Studio gives it "
+        "the picture as it is (use it with the tile control kind).",
+    ),
+    Preset(
+        "ControlNet SDXL scribble",
+        "xinsir/controlnet-scribble-sdxl-1.0",
+        ModelFamily.SDXL,
+        False,
+        2.3,
+        "Brush strokes steer an SDXL model (xinsir's scribble ControlNet; not the Union model, "
+        "which SD Studio does not run yet).",
+        "Apache 2.0 (as its model card says)",
+        controlnet=True,
+    ),
+)
+"""Well-known ControlNets to download: diffusers ControlNetModel repos with a
+``diffusion_pytorch_model.safetensors`` (only that and config.json are fetched)."""
 
 
 @dataclass(frozen=True)

@@ -115,3 +115,31 @@ def download_model(repo_id: str, report: Report, cancel: threading.Event) -> Pat
     except Exception as error:  # noqa: BLE001 - offline, gated, missing, disk full ...
         raise _failed(f"'{repo_id}'", error, cancel) from error
     return Path(folder)
+
+
+def download_controlnet(repo_id: str, report: Report, cancel: threading.Event) -> Path:
+    """Download a diffusers ControlNet from the hub into its cache: its config.json and
+    diffusion_pytorch_model.safetensors only (never pickles, never half-precision copies), where
+    ``resolve_controlnet`` and the library's scan find it by repo id; its folder."""
+    from huggingface_hub import snapshot_download
+
+    from sdstudio.engine.diffusion.controlnet import ALLOW_PATTERNS, WEIGHTS
+
+    try:
+        folder = Path(
+            snapshot_download(
+                repo_id,
+                allow_patterns=ALLOW_PATTERNS,
+                tqdm_class=_progress_class(report, cancel),
+            )
+        )
+    except DownloadCancelled:
+        raise
+    except Exception as error:  # noqa: BLE001 - offline, gated, missing, disk full ...
+        raise _failed(f"'{repo_id}'", error, cancel) from error
+    if not (folder / WEIGHTS).is_file():
+        raise ModelError(
+            f"'{repo_id}' has no {WEIGHTS}: SD Studio loads ControlNets only as diffusers "
+            "safetensors weights. Choose another ControlNet."
+        )
+    return folder

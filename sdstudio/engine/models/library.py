@@ -51,7 +51,8 @@ OPENRAIL_M = "CreativeML OpenRAIL-M (use restrictions apply; commercial use allo
 @dataclass(frozen=True)
 class Preset:
     """Something to download: a diffusers model (a hub repo), or with ``filename`` one file of a
-    repo, a LoRA that lands in the models folder's ``loras`` dir as ``lora_name``."""
+    repo, a LoRA that lands in the models folder's ``loras`` dir as ``lora_name``; with
+    ``controlnet`` a diffusers ControlNet (a hub repo's config and safetensors weights)."""
 
     title: str
     repo_id: str
@@ -63,9 +64,12 @@ class Preset:
     filename: str | None = None
     lora_name: str | None = None
     commercial: bool = True
+    controlnet: bool = False
 
     @property
     def kind(self) -> str:
+        if self.controlnet:
+            return "ControlNet"
         if self.lora_name is not None:
             return "LoRA"
         return "inpainting" if self.inpainting else "plain"
