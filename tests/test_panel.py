@@ -27,6 +27,8 @@ DEFAULT_SETTINGS = {
     "width": 512,
     "height": 512,
     "loras": (),
+    "live_strength": 0.5,
+    "control": None,
 }
 CHANGED = {
     "prompt": '@first, a "quoted" cat\non two lines, ünïcode 東京; 50% = done\\',
@@ -43,6 +45,8 @@ CHANGED = {
     "width": 768,
     "height": 1024,
     "loras": (),
+    "live_strength": 0.35,
+    "control": None,
 }
 
 

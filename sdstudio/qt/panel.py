@@ -8,6 +8,7 @@ and building the request, belong to the controller.
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from PySide6.QtCore import Qt, Signal
 from PySide6.QtWidgets import (
@@ -30,6 +31,7 @@ from PySide6.QtWidgets import (
 from sdstudio.core.presets import SamplerPreset, apply_preset, is_model_for, steps_for_strength
 from sdstudio.core.request import MAX_SEED, Scheduler
 from sdstudio.core.tokens import CLIP_WINDOW, chunks, estimate_clip_tokens
+from sdstudio.qt.control_panel import ControlSection
 from sdstudio.qt.panel_settings import (
     ADVANCED,
     BASIC,
@@ -47,6 +49,11 @@ from sdstudio.qt.panel_settings import (
 from sdstudio.qt.preset_chooser import PresetChooser
 from sdstudio.qt.tasks import run_in_background
 
+LIVE_TIP = "Regenerate while you draw (F5)"
+CHANGES_WITH = ("steps", "guidance", "strength", "live_strength")
+"""The numbers whose change matters for a generation (not the batch size, nor the new-picture
+size and the inpaint padding and blur, which a live frame does not use)."""
+
 
 def _exact_counter() -> Callable[[str], int]:
     from sdstudio.engine.diffusion.clip_tokens import clip_tokenizer, count_clip_tokens
@@ -59,8 +66,17 @@ class GenerationPanel(PanelState, QWidget):
     generate_requested = Signal()
     cancel_requested = Signal()
     remove_requested = Signal()
+    live_toggled = Signal(bool)
+    changed = Signal()
+    """Something that matters for a generation changed (prompts, model, sampling, seed, preset,
+    live strength, control); layout, batch size and the like do not count."""
 
-    def __init__(self, parent: QWidget | None = None) -> None:
+    def __init__(
+        self,
+        parent: QWidget | None = None,
+        models_folder: Callable[[], Path] | None = None,
+    ) -> None:
+        """``models_folder``: where installed ControlNets are listed from (None: none are)."""
         super().__init__(parent)
         self.setMinimumWidth(280)
         self._recent: list[str] = list(DEFAULT_MODELS)
@@ -117,6 +133,14 @@ class GenerationPanel(PanelState, QWidget):
         ):
             changed.connect(lambda _value: self._set_by_hand())
         self.spins["strength"].valueChanged.connect(lambda _value: self._follow_strength())
+        self.control = ControlSection(models_folder)
+        self.model_combo.currentTextChanged.connect(
+            lambda _text: self.control.set_model_family(self.preset_combo.family)
+        )
+        self.live_strength = self.spins["live_strength"]
+        self.live_button = QPushButton("Live", objectName="live_button", toolTip=LIVE_TIP)
+        self.live_button.setCheckable(True)
+        self.live_button.toggled.connect(self.live_toggled.emit)
 
         self.generate_button, self.cancel_button, self.remove_button = (
             self._button(text, f"{text.lower()}_button", tip, signal.emit)
@@ -134,6 +158,7 @@ class GenerationPanel(PanelState, QWidget):
         self._set_recent(self._recent)
         self._setters = self._make_setters()
         self.reset()  # also fills in the token counters
+        self._connect_changed()
         run_in_background(_exact_counter, self._use_exact_counter, lambda _message: None)
 
     def _use_exact_counter(self, counter: Callable[[str], int]) -> None:
@@ -205,9 +230,36 @@ class GenerationPanel(PanelState, QWidget):
         self.advanced_frame.setVisible(False)
         main.addWidget(self.advanced_button)
         main.addWidget(self.advanced_frame)
+        main.addWidget(self.control)
         main.addLayout(row(self.generate_button, self.cancel_button, self.remove_button))
+        main.addLayout(row(self.live_button, QLabel("Live strength"), self.live_strength))
+
+    def _connect_changed(self) -> None:
+        emit = self.changed.emit
+        for text_changed in (self.prompt_edit.textChanged, self.negative_edit.textChanged):
+            text_changed.connect(emit)
+        for signal in (
+            self.model_combo.currentTextChanged,
+            self.scheduler_combo.currentIndexChanged,
+            self.preset_combo.currentIndexChanged,
+            self.seed_edit.textChanged,
+            self.random_check.toggled,
+            *(self.spins[key].valueChanged for key in CHANGES_WITH),
+        ):
+            signal.connect(lambda _value: emit())
+        self.control.changed.connect(emit)
 
     # behaviour ---------------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """List the installed ControlNets again (the models folder or its contents changed)."""
+        self.control.refresh()
+
+    def set_live(self, on: bool) -> None:
+        """Show live mode on or off without emitting ``live_toggled``."""
+        self.live_button.blockSignals(True)
+        self.live_button.setChecked(on)
+        self.live_button.blockSignals(False)
+
     def preset(self) -> SamplerPreset | None:
         """The sampler preset chosen; None for Custom."""
         return self.preset_combo.preset()

@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 
 from PySide6.QtCore import QSettings
 from PySide6.QtGui import QValidator
-from PySide6.QtWidgets import QDoubleSpinBox
+from PySide6.QtWidgets import QDoubleSpinBox, QPlainTextEdit
 
 from sdstudio.core.errors import RequestError
 from sdstudio.core.presets import CUSTOM
@@ -21,9 +21,14 @@ from sdstudio.core.tokens import CLIP_WINDOW
 from sdstudio.engine.models.resolve import DEFAULT_INPAINT_MODEL, DEFAULT_MODEL
 
 PREFIX = "generation/"
+CONTROL_PREFIX = PREFIX + "control/"
 MAX_RECENT = 10
 DEFAULT_MODELS = (DEFAULT_INPAINT_MODEL, DEFAULT_MODEL)
 STRENGTH_HINT = "for inpainting models 1.0 is usual"
+LIVE_STRENGTH_TIP = (
+    "How much each live frame may change the picture: low keeps it, high follows the sketch "
+    "and prompt more freely"
+)
 # key: (minimum, maximum, step, default, suffix, tooltip); float bounds make a QDoubleSpinBox
 NUMBERS: dict[str, tuple] = {
     "steps": (1, 150, 1, 20, "", "Denoising steps: more is slower and usually finer"),
@@ -34,6 +39,7 @@ NUMBERS: dict[str, tuple] = {
     "mask_blur": (0, 64, 1, 4, " px", "Feathering of the mask edge when the result is blended"),
     "width": (64, 2048, 8, 512, " px", "Width of a new picture (text to image), a multiple of 8"),
     "height": (64, 2048, 8, 512, " px", "Height of a new picture (text to image), a multiple of 8"),
+    "live_strength": (0.05, 1.0, 0.05, 0.5, "", LIVE_STRENGTH_TIP),
 }
 BASIC = {"steps": "Steps", "guidance": "Guidance", "strength": "Strength"}
 ADVANCED = {"padding": "Padding", "mask_blur": "Mask blur", "width": "Width", "height": "Height"}
@@ -81,6 +87,12 @@ def _as_text(value: object) -> str:
     return value
 
 
+def _set_text(edit: QPlainTextEdit, value: object) -> None:
+    """Show ``value`` (the same text again changes nothing, so ``changed`` stays quiet)."""
+    if _as_text(value) != edit.toPlainText():
+        edit.setPlainText(value)
+
+
 class SeedValidator(QValidator):
     """Digits only, 0 .. 2**32-1 (QIntValidator and QSpinBox stop at 2**31-1)."""
 
@@ -103,6 +115,7 @@ class PanelState:
             "seed": self.seed(),
             "scheduler": Scheduler(self.scheduler_combo.currentData()),
             "loras": preset.loras if (preset := self.preset()) is not None else (),
+            "control": self.control.value(),
         }
         values |= {key: box.value() for key, box in self.spins.items()}
         for key in ("width", "height"):
@@ -156,11 +169,12 @@ class PanelState:
 
         return {
             "loras": set_loras,
-            "prompt": lambda v: self.prompt_edit.setPlainText(_as_text(v)),
-            "negative_prompt": lambda v: self.negative_edit.setPlainText(_as_text(v)),
+            "prompt": lambda v: _set_text(self.prompt_edit, v),
+            "negative_prompt": lambda v: _set_text(self.negative_edit, v),
             "model": set_model,
             "seed": set_seed,
             "scheduler": set_scheduler,
+            "control": self.control.set_value,
             **{key: number(key) for key in NUMBERS},
         }
 
@@ -183,12 +197,14 @@ class PanelState:
         self.seed_edit.clear()
         self.apply(DEFAULTS)
         self.preset_combo.set_custom()
+        self.control.reset()
 
     # persistence -------------------------------------------------------------------------------
     def save_state(self, qsettings: QSettings) -> None:
         values = self.settings()
         values["scheduler"] = values["scheduler"].value
         del values["loras"]  # the preset's: the preset's name is what is kept
+        del values["control"]  # a group of its own, below
         values["preset"] = self.preset_combo.currentText()
         values["seed"] = self.seed_edit.text()  # kept even while Random is on
         values["random_seed"] = self.random_check.isChecked()
@@ -197,6 +213,7 @@ class PanelState:
         values["advanced_open"] = self.advanced_button.isChecked()
         for key, value in values.items():
             qsettings.setValue(PREFIX + key, value)
+        self.control.save_state(qsettings, CONTROL_PREFIX)
 
     def restore_state(self, qsettings: QSettings) -> None:
         """Show what ``save_state`` stored; missing or unusable values become defaults."""
@@ -230,3 +247,4 @@ class PanelState:
         except (ValueError, OverflowError):
             last = None
         self.set_last_seed(last if last is not None and 0 <= last <= MAX_SEED else None)
+        self.control.restore_state(qsettings, CONTROL_PREFIX)

@@ -20,9 +20,10 @@ from sdstudio.core.errors import SDStudioError
 from sdstudio.core.metadata import parse_parameters
 from sdstudio.core.pixels import to_rgba8
 from sdstudio.core.region import Box
-from sdstudio.core.request import MAX_SEED, GenerationRequest, Mode, random_seed
+from sdstudio.core.request import MAX_SEED, Control, GenerationRequest, Mode, random_seed
 from sdstudio.core.sketch import flatten_sketch
 from sdstudio.engine.events import Finished, Started
+from sdstudio.qt.control_request import document_controls
 
 
 @dataclass(eq=False)
@@ -148,6 +149,8 @@ class EditorSession(QObject):
         }
         if mode is Mode.REMOVE:  # a refine must not invent: keep most of the pre-fill
             fields["strength"] = min(fields["strength"], REFINE_STRENGTH)
+        elif "controls" not in overrides:
+            fields["controls"] = self.controls()
         fields.update(overrides)
         if mode is Mode.TXT2IMG:
             fields.update(width=snap8(document.width), height=snap8(document.height))
@@ -163,6 +166,13 @@ class EditorSession(QObject):
         return [first] + [
             first.with_(seed=(seed + k) % (MAX_SEED + 1)) for k in range(1, s["batch_count"])
         ]
+
+    def controls(self, box: Box | None = None) -> tuple[Control, ...]:
+        """The panel's control for the document (``box``: that part of it; None: the whole
+        picture, which the engine crops like the picture); () when Control is off.
+        RequestError (one line) when no ControlNet is chosen or the sketch it needs is empty."""
+        assert self.document is not None
+        return document_controls(self.document, self.panel.settings().get("control"), box)
 
     def generate(self) -> None:
         self._run(self.workers[0], self.mode())
