@@ -207,3 +207,75 @@ def test_a_controlnet_repo_without_safetensors_is_refused_after_download(
     monkeypatch.setattr("huggingface_hub.snapshot_download", fake)
     with pytest.raises(ModelError, match="only as diffusers safetensors"):
         download_controlnet("someone/old-cn", print, threading.Event())
+
+
+# --- the library dialog --------------------------------------------------------------------------
+
+
+def test_dialog_lists_controlnets_notes_another_family_and_downloads_one(
+    qtbot, tmp_path, empty_hub, sd1_controlnet, sd1_model, sdxl_model, monkeypatch
+):
+    from PySide6.QtCore import QSettings, Qt
+    from tiny_models import pickle_trap
+
+    from sdstudio.qt.model_library import ModelLibraryDialog
+
+    models = tmp_path / "models"
+    folder = controlnets_dir(models)
+    shutil.copytree(sd1_controlnet, folder / "my-scribble")
+    sdxl_header_file(folder / "xl-scribble.safetensors")
+    pickle_trap(folder / "old.pth", tmp_path / "ran", torch_zip=True)
+    shutil.copytree(sdxl_model, models / "an-xl-model")
+    settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
+    settings.setValue("models/folder", str(models))
+    dialog = ModelLibraryDialog(settings, model=sd1_model)
+    qtbot.addWidget(dialog)
+    tree = dialog.controlnets
+    qtbot.waitUntil(lambda: tree.topLevelItemCount() == 3, timeout=5000)
+
+    def rows():
+        items = [tree.topLevelItem(i) for i in range(tree.topLevelItemCount())]
+        return {item.text(0): item for item in items}
+
+    shown = rows()
+    assert [tree.headerItem().text(c) for c in range(5)] == [
+        "ControlNet", "Family", "Size", "Where", "Note",
+    ]  # fmt: skip
+    assert shown["my-scribble"].text(1) == "SD1" and shown["my-scribble"].text(4) == ""
+    assert shown["my-scribble"].text(3) == "folder" and shown["my-scribble"].text(2)
+    assert shown["xl-scribble"].text(1) == "SDXL"
+    assert "For SDXL models; the current model is SD 1.x" in shown["xl-scribble"].text(4)
+    assert "pickle" in shown["old.pth"].text(4) and not (tmp_path / "ran").exists()
+    chosen = []
+    dialog.controlnet_chosen.connect(chosen.append)
+    dialog._use_controlnet(shown["old.pth"])
+    assert chosen == [] and "pickle" in dialog.status.text()
+    dialog._use_controlnet(shown["xl-scribble"])  # another family: a note, not an error
+    assert chosen == [str(folder / "xl-scribble.safetensors")]
+
+    # choosing the SDXL model moves the note to the SD 1.x ControlNet
+    model_rows = [dialog.models.topLevelItem(i) for i in range(dialog.models.topLevelItemCount())]
+    dialog._use(next(item for item in model_rows if item.text(0) == "an-xl-model"))
+    assert rows()["xl-scribble"].text(4) == ""
+    assert "the current model is SDXL" in rows()["my-scribble"].text(4)
+
+    # a ControlNet download: licence shown, fetched into the hub cache, then listed by repo id
+    calls: list = []
+    fake = fake_controlnet_snapshot(empty_hub, sd1_controlnet, calls)
+    monkeypatch.setattr("huggingface_hub.snapshot_download", fake)
+    presets = {
+        dialog.presets.topLevelItem(i).text(0): dialog.presets.topLevelItem(i)
+        for i in range(dialog.presets.topLevelItemCount())
+    }
+    scribble = presets["ControlNet SD 1.5 scribble"]
+    assert scribble.text(2) == "ControlNet" and "OpenRAIL" in scribble.text(3)
+    assert presets["ControlNet SDXL scribble"].text(1) == "SDXL"
+    assert "SD 1.5" in presets and "lcm-lora-sdv1-5" in presets  # the model downloads stay
+    dialog.presets.setCurrentItem(scribble)
+    dialog._download()
+    qtbot.waitUntil(lambda: not dialog.downloads, timeout=5000)
+    assert [call[0] for call in calls] == ["lllyasviel/control_v11p_sd15_scribble"]
+    reference = "lllyasviel/control_v11p_sd15_scribble"
+    qtbot.waitUntil(lambda: reference in rows(), timeout=5000)
+    assert rows()[reference].text(3) == "hub cache" and rows()[reference].text(1) == "SD1"
+    assert rows()[reference].data(0, Qt.ItemDataRole.UserRole) == reference

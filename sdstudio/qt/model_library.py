@@ -1,6 +1,7 @@
 """The model library dialog: models found on disk with family and kind (or why they cannot be
-used), LoRAs to insert into the prompt, and presets to download with progress and cancel.
-Scanning and downloads run off the GUI thread."""
+used), LoRAs to insert into the prompt, ControlNets with their family (a note when it is not the
+current model's), and presets to download with progress and cancel. Scanning and downloads run
+off the GUI thread."""
 
 from __future__ import annotations
 
@@ -25,10 +26,18 @@ from PySide6.QtWidgets import (
 
 from sdstudio.core.errors import SDStudioError
 from sdstudio.core.paths import loras_dir, models_dir
+from sdstudio.core.request import ModelFamily
+from sdstudio.engine.models.controlnets import (
+    CONTROLNET_PRESETS,
+    ControlNetEntry,
+    controlnets_dir,
+    scan_controlnets,
+)
 from sdstudio.engine.models.library import (
     PRESETS,
     ModelEntry,
     Preset,
+    guess_family,
     human_size,
     scan_adapters,
     scan_library,
@@ -36,6 +45,9 @@ from sdstudio.engine.models.library import (
 from sdstudio.qt.tasks import run_in_background
 
 FOLDER_KEY = "models/folder"
+DOWNLOADS = PRESETS + CONTROLNET_PRESETS
+"""What the dialog offers to download: models, few-step LoRAs, ControlNets."""
+FAMILY_WORDS = {ModelFamily.SD1: "SD 1.x", ModelFamily.SDXL: "SDXL"}
 
 
 def models_folder(settings: QSettings) -> Path:
@@ -50,8 +62,9 @@ class _DownloadSignals(QObject):
 
 
 class Download:
-    """One hub download on a plain thread; its signals arrive on the GUI thread. A model goes
-    into the hub cache; a LoRA (``preset.filename``) into ``loras`` under the preset's name."""
+    """One hub download on a plain thread; its signals arrive on the GUI thread. A model or a
+    ControlNet goes into the hub cache; a LoRA (``preset.filename``) into ``loras`` under the
+    preset's name."""
 
     def __init__(self, preset: Preset | str, loras: Path | None = None) -> None:
         self.preset = preset
@@ -67,9 +80,15 @@ class Download:
         self.thread.start()
 
     def _fetch(self) -> Path:
-        from sdstudio.engine.models.downloads import download_lora, download_model
+        from sdstudio.engine.models.downloads import (
+            download_controlnet,
+            download_lora,
+            download_model,
+        )
 
         preset = self.preset
+        if isinstance(preset, Preset) and preset.controlnet:
+            return download_controlnet(preset.repo_id, self.signals.progress.emit, self.cancel)
         if isinstance(preset, Preset) and preset.filename and preset.lora_name:
             assert self.loras is not None
             return download_lora(
@@ -98,12 +117,20 @@ class Download:
 class ModelLibraryDialog(QDialog):
     model_chosen = Signal(str)
     lora_chosen = Signal(str)
+    controlnet_chosen = Signal(str)
 
-    def __init__(self, settings: QSettings, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, settings: QSettings, parent: QWidget | None = None, *, model: str = ""
+    ) -> None:
+        """``model``: the current model's reference; ControlNets made for another family get
+        a note (they are refused only when a run would use them)."""
         super().__init__(parent)
         self.setWindowTitle("Model library")
-        self.resize(860, 620)
+        self.resize(860, 720)
         self.settings = settings
+        self.model = model
+        self.model_family: ModelFamily | None = None
+        self.controlnet_entries: list[ControlNetEntry] = []
         self.downloads: dict[str, Download] = {}
         self.folder_label = QLabel()
         change = QPushButton("Change folder…")
@@ -120,6 +147,10 @@ class ModelLibraryDialog(QDialog):
         self.loras = self._tree(["LoRA", "Insert into the prompt as"])
         insert = QPushButton("Insert into prompt")
         insert.clicked.connect(self._insert_lora)
+        self.controlnets = self._tree(["ControlNet", "Family", "Size", "Where", "Note"])
+        self.controlnets.itemDoubleClicked.connect(lambda item, _col: self._use_controlnet(item))
+        use_controlnet = QPushButton("Use this ControlNet")
+        use_controlnet.clicked.connect(lambda: self._use_controlnet(self.controlnets.currentItem()))
         self.presets = self._tree(["Download", "Family", "Kind", "Licence", "About", "Size"])
         self.download_button = QPushButton("Download")
         self.download_button.clicked.connect(self._download)
@@ -141,6 +172,8 @@ class ModelLibraryDialog(QDialog):
         layout.addLayout(_row(use))
         layout.addWidget(self.loras, 1)
         layout.addLayout(_row(insert))
+        layout.addWidget(self.controlnets, 1)
+        layout.addLayout(_row(use_controlnet))
         layout.addWidget(self.presets, 2)
         layout.addLayout(_row(self.progress, self.download_button, self.cancel_button))
         layout.addWidget(self.status)
@@ -165,15 +198,27 @@ class ModelLibraryDialog(QDialog):
         self.folder_label.setText(f"Models folder: {folder}")
         self.status.setText("Scanning …")
 
+        model = self.model
+
         def scan():
             folder.mkdir(parents=True, exist_ok=True)
             loras_dir(folder).mkdir(exist_ok=True)
-            return scan_library(folder), scan_adapters(loras_dir(folder))
+            controlnets_dir(folder).mkdir(exist_ok=True)
+            family = guess_family(model)
+            return (
+                scan_library(folder),
+                scan_adapters(loras_dir(folder)),
+                scan_controlnets(folder),
+                family,
+            )
 
         run_in_background(scan, self._show_scan, self.status.setText)
 
-    def _show_scan(self, result: tuple[list[ModelEntry], list[Path]]) -> None:
-        entries, loras = result
+    def _show_scan(
+        self,
+        result: tuple[list[ModelEntry], list[Path], list[ControlNetEntry], ModelFamily | None],
+    ) -> None:
+        entries, loras, self.controlnet_entries, self.model_family = result
         self.models.clear()
         grey = QBrush(QColor(140, 140, 140))
         for entry in entries:
@@ -195,12 +240,53 @@ class ModelLibraryDialog(QDialog):
         self.loras.clear()
         for path in loras:
             self.loras.addTopLevelItem(QTreeWidgetItem([path.stem, f"<lora:{path.stem}:0.8>"]))
+        self._show_controlnets()
         usable = sum(e.usable for e in entries)
         self.status.setText(
             f"{usable} usable model(s), {len(entries) - usable} that cannot be used (hover for "
-            f"why), {len(loras)} LoRA(s). Drop .safetensors checkpoints into the models folder "
-            "and LoRAs into its 'loras' folder, then Rescan."
+            f"why), {len(loras)} LoRA(s), {len(self.controlnet_entries)} ControlNet(s). Drop "
+            ".safetensors checkpoints into the models folder, LoRAs into its 'loras' folder and "
+            "ControlNets into its 'controlnet' folder, then Rescan."
         )
+
+    def _show_controlnets(self) -> None:
+        """The ControlNets, with why one cannot be used, or a note when it is made for another
+        family than the current model (a run would refuse it; here it is only a note)."""
+        self.controlnets.clear()
+        grey = QBrush(QColor(140, 140, 140))
+        warn = QBrush(QColor(194, 106, 0))
+        for entry in self.controlnet_entries:
+            family = entry.family.value.upper() if entry.family else "?"
+            size = human_size(entry.size_bytes) if entry.size_bytes else ""
+            note = entry.problem or ""
+            other = self.model_family is not None and entry.family not in (None, self.model_family)
+            if entry.usable and other:
+                note = (
+                    f"For {FAMILY_WORDS[entry.family]} models; the current model is "
+                    f"{FAMILY_WORDS[self.model_family]}, so choose another model to use it."
+                )
+            item = QTreeWidgetItem([entry.name, family, size, entry.source, note])
+            item.setData(0, Qt.ItemDataRole.UserRole, entry.reference)
+            item.setData(0, Qt.ItemDataRole.UserRole + 1, entry.problem)
+            item.setToolTip(0, entry.problem or entry.reference)
+            item.setToolTip(4, note)
+            if not entry.usable:
+                for column in range(5):
+                    item.setForeground(column, grey)
+            elif other:
+                item.setForeground(1, warn)
+                item.setForeground(4, warn)
+            self.controlnets.addTopLevelItem(item)
+
+    def _use_controlnet(self, item: QTreeWidgetItem | None) -> None:
+        if item is None:
+            return
+        problem = item.data(0, Qt.ItemDataRole.UserRole + 1)
+        if problem:
+            self.status.setText(problem)
+            return
+        self.controlnet_chosen.emit(item.data(0, Qt.ItemDataRole.UserRole))
+        self.status.setText(f"Using the ControlNet {item.text(0)}. {item.text(4)}".strip())
 
     def _explain(self, item: QTreeWidgetItem | None, _previous=None) -> None:
         if item is not None and item.text(2) == "cannot use":
@@ -212,8 +298,13 @@ class ModelLibraryDialog(QDialog):
         if item.text(2) == "cannot use":
             self.status.setText(item.toolTip(2))
             return
-        self.model_chosen.emit(item.data(0, Qt.ItemDataRole.UserRole))
+        reference = item.data(0, Qt.ItemDataRole.UserRole)
+        self.model_chosen.emit(reference)
         self.status.setText(f"Using {item.text(0)}.")
+        family = item.text(1).lower()
+        self.model = reference
+        self.model_family = next((f for f in ModelFamily if f.value == family), None)
+        self._show_controlnets()  # the family notes follow the model chosen
 
     def _insert_lora(self) -> None:
         item = self.loras.currentItem()
@@ -234,7 +325,7 @@ class ModelLibraryDialog(QDialog):
 
     def _fill_presets(self) -> None:
         warn = QBrush(QColor(194, 106, 0))
-        for index, preset in enumerate(PRESETS):
+        for index, preset in enumerate(DOWNLOADS):
             size = preset.approx_gb
             item = QTreeWidgetItem(
                 [
@@ -260,7 +351,7 @@ class ModelLibraryDialog(QDialog):
         if item is None:
             self.status.setText("Choose a model to download first.")
             return
-        preset = PRESETS[item.data(0, Qt.ItemDataRole.UserRole)]
+        preset = DOWNLOADS[item.data(0, Qt.ItemDataRole.UserRole)]
         repo_id = preset.key
         if repo_id in self.downloads:
             return
