@@ -51,6 +51,8 @@ class Finished:
     parameters: str
     """AUTOMATIC1111-style parameters text for the image metadata."""
     request: GenerationRequest
+    notes: tuple[str, ...] = ()
+    """Things the person should know about how it ran (e.g. a compile that failed)."""
 
     def composite(self, image: np.ndarray | None = None) -> np.ndarray:
         """The whole picture with the result in place (a new array; ``image`` is not changed).

@@ -10,6 +10,7 @@ out-of-memory ladder of ``devices``, so an out-of-memory decode does not redo th
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -17,6 +18,8 @@ import numpy as np
 
 from sdstudio.core.errors import GenerationError
 from sdstudio.engine.diffusion.devices import DevicePlan, applied_plan, run_with_ladder
+
+log = logging.getLogger(__name__)
 
 
 class ImageFiltered(GenerationError):
@@ -65,14 +68,32 @@ def _decode(pipe: Any, latents: Any, full_precision: bool) -> tuple[Any, bool]:
     return image, upcast or original == torch.float32
 
 
+def _tiny(pipe: Any, latents: Any, tiny: Any) -> tuple[Any, np.ndarray | None]:
+    """The tiny VAE's decode (a live frame), or None when it came out NaN or black."""
+    from sdstudio.engine.diffusion.tiny_vae import tiny_decode
+
+    image = tiny_decode(tiny, latents)
+    images = pipe.image_processor.postprocess(image, output_type="np")
+    if _problem(images):
+        log.warning("The tiny VAE decoded %s: decoding with the full VAE", _problem(images))
+        return image, None
+    return image, images
+
+
 def decode_latents(
-    pipe: Any, latents: Any, *, on_retry: Callable[[str], None] | None = None
+    pipe: Any, latents: Any, *, on_retry: Callable[[str], None] | None = None, tiny: Any = None
 ) -> np.ndarray:
     """Float images in [0, 1], exactly as ``output_type="np"`` gives them, or GenerationError.
 
     A NaN or all-black decode by a half-precision VAE is decoded again in fp32; if it is still
-    bad (NaN latents: the UNet itself overflowed) the run fails rather than paste it.
+    bad (NaN latents: the UNet itself overflowed) the run fails rather than paste it. ``tiny``
+    (a live frame with a tiny VAE installed) decodes with it instead; a bad tiny decode falls
+    back to the full VAE.
     """
+    if tiny is not None:
+        image, images = _tiny(pipe, latents, tiny)
+        if images is not None:
+            return _checked(pipe, image, images)
     image, was_fp32 = _decode(pipe, latents, full_precision=False)
     images = pipe.image_processor.postprocess(image, output_type="np")
     problem = _problem(images)
@@ -94,6 +115,11 @@ def decode_latents(
         raise GenerationError(
             f"The model returned an empty image ({problem}), so nothing was pasted: {cause}."
         )
+    return _checked(pipe, image, images)
+
+
+def _checked(pipe: Any, image: Any, images: np.ndarray) -> np.ndarray:
+    """``images`` unless the pipeline's safety checker flags them."""
     if getattr(pipe, "safety_checker", None) is not None:
         checker = pipe.safety_checker
         _, flagged = pipe.run_safety_checker(image, pipe._execution_device, checker.dtype)
@@ -112,6 +138,7 @@ def run_and_decode(
     *,
     on_retry: Callable[[str], None] | None = None,
     context: str = "",
+    tiny: Any = None,
 ) -> np.ndarray:
     """``pipe(**kwargs, output_type="np").images`` with the out-of-memory ladder around the
     denoising and around the decode, and the NaN/black check and fp32 re-decode in between.
@@ -131,7 +158,7 @@ def run_and_decode(
     latents = run_with_ladder(denoise, pipe, plan, on_retry=on_retry, context=context)
     try:
         return run_with_ladder(
-            lambda: decode_latents(pipe, latents, on_retry=on_retry),
+            lambda: decode_latents(pipe, latents, on_retry=on_retry, tiny=tiny),
             pipe,
             applied_plan(pipe) or plan,
             on_retry=on_retry,

@@ -65,8 +65,49 @@ _CHOICES = {
         **dict.fromkeys(("0", "false", "off", "no"), False),
     },
 }
+FAST_ENV = {
+    "channels_last": "SDSTUDIO_CHANNELS_LAST",
+    "fused_qkv": "SDSTUDIO_FUSED_QKV",
+    "compile": "SDSTUDIO_COMPILE",
+    "tiny_vae": "SDSTUDIO_TINY_VAE",
+}
+"""The fast path's switches (sdstudio.engine.diffusion.fastpath): on unless turned off."""
 _WORDS = {"model": "model CPU offload", "sequential": "sequential CPU offload"}
 CPU_WARNING = "No GPU found: generating on the CPU takes minutes per image"
+
+
+@dataclass(frozen=True)
+class FastOptions:
+    """Which fast-path steps a person allows. They are wishes: channels_last, fused QKV and
+    compile are applied on CUDA only; the tiny VAE is used wherever one is installed."""
+
+    channels_last: bool = True
+    fused_qkv: bool = True
+    compile: bool = True
+    tiny_vae: bool = True
+
+
+def fast_options(
+    settings: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None
+) -> FastOptions:
+    """The fast-path switches from the settings (``on``/``off``/``auto``, or bools) and the
+    ``SDSTUDIO_CHANNELS_LAST``/``FUSED_QKV``/``COMPILE``/``TINY_VAE`` variables (which win)."""
+    environ = os.environ if environ is None else environ
+    values: dict[str, bool] = {}
+    for key, name in FAST_ENV.items():
+        value, source = (settings or {}).get(key), f"the '{key}' setting"
+        if environ.get(name, "").strip():
+            value, source = environ[name], name
+        if value is None or isinstance(value, bool):
+            values[key] = True if value is None else value
+            continue
+        text = str(value).strip().lower()
+        if text == "auto":
+            text = "on"
+        if text not in _CHOICES["vae_tiling"]:
+            raise ModelError(f"{source} is '{value}', which is not valid: use on, off or auto.")
+        values[key] = _CHOICES["vae_tiling"][text]
+    return FastOptions(**values)
 
 
 @dataclass(frozen=True)
@@ -79,6 +120,7 @@ class DevicePlan:
     attention_slicing: bool = False
     label: str = ""  # the hardware, e.g. "CUDA NVIDIA GeForce RTX 3060 (11.6 of 12.0 GB free)"
     warning: str | None = None
+    fast: FastOptions = FastOptions()
 
     @property
     def reason(self) -> str:
@@ -163,7 +205,14 @@ def plan_device(
 ) -> DevicePlan:
     """The plan for ``family`` on this machine. ``override`` holds the settings' device, dtype,
     offload and vae_tiling ("auto" or missing: decide); the ``SDSTUDIO_*`` variables beat it."""
-    wanted = _overrides(override, os.environ if environ is None else environ)
+    environ = os.environ if environ is None else environ
+    fast = fast_options(override, environ)
+    device_only = {k: v for k, v in (override or {}).items() if k not in FAST_ENV}
+    plan = _plan(family, _overrides(device_only, environ), probe)
+    return replace(plan, fast=fast)
+
+
+def _plan(family: ModelFamily, wanted: dict, probe: Any) -> DevicePlan:
     probe = probe or TorchProbe()
     device, source = wanted.get("device", (None, ""))
     if device is None:

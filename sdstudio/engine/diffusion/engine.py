@@ -37,8 +37,10 @@ from sdstudio.engine.diffusion.controlnet import (
 )
 from sdstudio.engine.diffusion.decoding import run_and_decode
 from sdstudio.engine.diffusion.devices import applied_plan
+from sdstudio.engine.diffusion.fastpath import FastPath
 from sdstudio.engine.diffusion.pipelines import PipelineCache, Task
 from sdstudio.engine.diffusion.prompts import encode_prompt, parse_prompt
+from sdstudio.engine.diffusion.tiny_vae import TinyPreviewer, TinyVaes
 from sdstudio.engine.events import Event, Finished, Preview, Started, Step
 from sdstudio.engine.streaming import Emit, GenerationThread, check_cancel
 
@@ -98,6 +100,8 @@ class DiffusersEngine:
         self.cache = cache or PipelineCache()
         self.models_folder = models_folder or models_dir
         self.adapters = AdapterState()
+        self.fast = FastPath()
+        self.tiny_vaes = TinyVaes()
         self._thread = GenerationThread()
 
     def load(self, reference: str) -> None:
@@ -158,9 +162,16 @@ class DiffusersEngine:
         kwargs.update(_control_inputs(request, box, kwargs))
 
         conditioning = self._conditioning(request, pipe)
+        plan = self.cache.plan
+        self.fast.prepare(
+            pipe, plan, loras=self.adapters.active, attention_slicing=plan.attention_slicing
+        )
+        tiny = None
+        if plan.fast.tiny_vae:
+            tiny = self.tiny_vaes.get(loaded.family, self.models_folder(), pipe)
         check_cancel(cancel)
         emit(Started(request.mode, total, box))
-        previewer = LatentPreviewer(loaded.family)
+        previewer = TinyPreviewer(tiny) if tiny is not None else LatentPreviewer(loaded.family)
         denoised = DenoisedCapture(pipe.scheduler)
 
         def on_step_end(pipeline: Any, index: int, _timestep: Any, tensors: dict) -> dict:
@@ -168,10 +179,11 @@ class DiffusersEngine:
             n = pipeline.num_timesteps
             emit(Step(index + 1, n))
             rgb = previewer(denoised.latents_for_preview(tensors["latents"]))
-            emit(Preview(index + 1, n, rgb, box))
+            if rgb is not None:  # None: the tiny VAE's preview skipped this step (throttled)
+                emit(Preview(index + 1, n, rgb, box))
             return tensors
 
-        hooks = _cancel_hooks(pipe, cancel)
+        hooks = [] if self.fast.compiles(pipe) else _cancel_hooks(pipe, cancel)
         try:
             images = run_and_decode(
                 pipe,
@@ -187,6 +199,7 @@ class DiffusersEngine:
                 self.cache.plan,
                 on_retry=lambda message: log.warning("%s", message),
                 context=f"at {box.width}x{box.height}",
+                tiny=tiny if request.live else None,
             )
         finally:
             for handle in hooks:
@@ -204,7 +217,8 @@ class DiffusersEngine:
             request, width=width, height=height, model_name=loaded.info.name
         )
         check_cancel(cancel)
-        emit(Finished(patch, box, parameters, request))
+        emit(Finished(patch, box, parameters, request, self.fast.take_notes()))
+        self.fast.compile_pending()  # shapes first seen in this run, after its result is out
 
 
 def _pipeline_inputs(
