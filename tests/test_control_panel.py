@@ -401,7 +401,7 @@ EDITS = {
     "preset": lambda p: p.preset_combo.setCurrentIndex(1),
     "live strength": lambda p: p.live_strength.setValue(0.7),
     "control on": lambda p: p.control.setChecked(True),
-    "control kind": lambda p: p.apply({"control": {"kind": ControlKind.TILE}}),
+    "control kind": lambda p: p.control.kind_combo.setCurrentIndex(3),
     "control strength": lambda p: p.control.spins["strength"].setValue(0.5),
     "control start": lambda p: p.control.spins["start"].setValue(0.2),
     "control end": lambda p: p.control.spins["end"].setValue(0.9),
@@ -427,6 +427,8 @@ UNRELATED = {
 def test_changed_fires_for_what_matters_to_a_generation(panel, edit):
     if edit == "preset":
         assert panel.preset_combo.count() > 1
+    if edit.startswith("control") and edit != "control on":
+        panel.control.setChecked(True)  # switching it on is a change of its own
     seen = []
     panel.changed.connect(lambda: seen.append(True))
     EDITS[edit](panel)
