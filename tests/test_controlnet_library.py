@@ -279,3 +279,22 @@ def test_dialog_lists_controlnets_notes_another_family_and_downloads_one(
     qtbot.waitUntil(lambda: reference in rows(), timeout=5000)
     assert rows()[reference].text(3) == "hub cache" and rows()[reference].text(1) == "SD1"
     assert rows()[reference].data(0, Qt.ItemDataRole.UserRole) == reference
+
+
+def test_a_bare_name_is_found_in_the_controlnet_folder(tmp_path, sd1_controlnet):
+    from sdstudio.core.errors import ModelError
+    from sdstudio.engine.diffusion.controlnet import resolve_controlnet
+
+    folder = controlnets_dir(tmp_path / "models")
+    shutil.copytree(sd1_controlnet, folder / "my-scribble")
+    sdxl_header_file(folder / "xl-scribble.safetensors")
+    found = resolve_controlnet("my-scribble", [folder])
+    assert found.folder == folder / "my-scribble" and found.family is ModelFamily.SD1
+    assert resolve_controlnet("xl-scribble", [folder]).file == folder / "xl-scribble.safetensors"
+    assert resolve_controlnet("xl-scribble.safetensors", [folder]).family is ModelFamily.SDXL
+    with pytest.raises(ModelError, match="nor a name in .*controlnet"):
+        resolve_controlnet("missing", [folder])
+    with pytest.raises(ModelError, match="No ControlNet"):
+        resolve_controlnet("my-scribble")  # no folders given: names are not guessed
+    with pytest.raises(ModelError, match="No ControlNet"):
+        resolve_controlnet("../controlnet/my-scribble", [folder])  # names only

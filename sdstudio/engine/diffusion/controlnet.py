@@ -18,6 +18,7 @@ import logging
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -124,10 +125,25 @@ def _download(repo_id: str) -> Path:
     )
 
 
-def resolve_controlnet(reference: str) -> ControlNetInfo:
-    """A ControlNet reference -> a checked local folder or file (downloading a hub id if needed)."""
+def _named(reference: str, folders: Iterable[Path]) -> Path | None:
+    """A bare name (no folder part) as a folder or ``.safetensors`` file in ``folders``."""
+    if not reference or Path(reference).name != reference or reference in (".", ".."):
+        return None
+    for folder in folders:
+        for candidate in (folder / reference, folder / f"{reference}.safetensors"):
+            if candidate.exists():
+                return candidate
+    return None
+
+
+def resolve_controlnet(reference: str, folders: Iterable[Path] = ()) -> ControlNetInfo:
+    """A ControlNet reference -> a checked local folder or file (downloading a hub id if
+    needed). A bare name is also looked up in ``folders`` (the models folder's ``controlnet``
+    folder): ``sd15-scribble`` finds ``sd15-scribble/`` or ``sd15-scribble.safetensors``."""
     reference = reference.strip()
     path = Path(reference).expanduser()
+    if not path.exists():
+        path = _named(reference, folders) or path
     if path.is_dir():
         return _check_folder(path, reference)
     if path.is_file():
@@ -147,9 +163,10 @@ def resolve_controlnet(reference: str) -> ControlNetInfo:
         ):
             raise pickle_refusal(folder / "diffusion_pytorch_model.bin")
         return _check_folder(folder, reference)
+    where = " nor a name in " + ", ".join(f"'{f}'" for f in folders) if folders else ""
     raise ModelError(
-        f"No ControlNet '{reference}' exists: it is neither a file, a folder nor a hub id "
-        "(owner/name). Check the path."
+        f"No ControlNet '{reference}' exists: it is neither a file, a folder{where} nor a hub "
+        "id (owner/name). Check the path."
     )
 
 
