@@ -171,7 +171,9 @@ class CountingCompiler:
     def __init__(self, fail_at: str | None = None) -> None:
         self.made: list[str] = []
         self.calls = 0
-        self.fail_at = fail_at  # "compile": compiling raises; "call": the compiled call raises
+        # "compile": compiling raises; "call": the compiled call raises; "later": the warm-up
+        # call works, the ones in the next run raise
+        self.fail_at = fail_at
 
     def __call__(self, fn):
         self.made.append(type(fn.__self__).__name__)
@@ -180,7 +182,7 @@ class CountingCompiler:
 
         def compiled(*args, **kwargs):
             self.calls += 1
-            if self.fail_at == "call":
+            if self.fail_at == "call" or (self.fail_at == "later" and self.calls > 2):
                 raise RuntimeError("cudagraphs: input mutated")
             return fn(*args, **kwargs)
 
@@ -236,7 +238,7 @@ def test_a_shape_compiles_after_its_first_eager_run_and_a_new_shape_starts_eager
         engine.close()
 
 
-@pytest.mark.parametrize("fail_at", ["compile", "call"])
+@pytest.mark.parametrize("fail_at", ["compile", "call", "later"])
 def test_a_failed_compile_falls_back_with_a_note_and_is_not_tried_again(sd1_model, fail_at):
     compiler = CountingCompiler(fail_at)
     engine = _engine(FastPath(compiler, allow_cpu=True))
