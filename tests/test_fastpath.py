@@ -342,3 +342,30 @@ def test_tiny_previews_are_throttled(tmp_path):
     assert previewer(latents) is None  # too soon
     now[0] = 0.06
     assert previewer(latents) is not None and previewer.decoded == 2
+
+
+# --- Models > Device and memory > Fast path ----------------------------------------------------
+
+
+def test_fast_path_menu_switches_are_saved_and_reach_the_plan(qtbot, tmp_path):
+    from PySide6.QtCore import QSettings
+    from PySide6.QtWidgets import QMenu
+
+    from sdstudio.engine.diffusion.devices import plan_device
+    from sdstudio.qt.device_menu import build_device_menu, read_overrides
+
+    settings = QSettings(str(tmp_path / "d.ini"), QSettings.Format.IniFormat)
+    settings.setValue("device/tiny_vae", "off")
+    menu, overrides, changes = QMenu(), {}, []
+    build_device_menu(menu, settings, overrides, lambda: changes.append(1))
+    fast = next(a.menu() for a in menu.actions() if a.text() == "Fast &path (CUDA)")
+    actions = {a.data(): a for a in fast.actions()}
+    assert set(actions) == {"channels_last", "fused_qkv", "compile", "tiny_vae"}
+    assert actions["compile"].isChecked() and not actions["tiny_vae"].isChecked()
+    actions["compile"].trigger()  # off
+    assert overrides["compile"] == "off" and settings.value("device/compile") == "off"
+    assert changes == [1] and read_overrides(settings)["compile"] == "off"
+    plan = plan_device(ModelFamily.SD1, override={**overrides, "device": "cpu"}, environ={})
+    assert plan.fast == FastOptions(compile=False, tiny_vae=False)
+    actions["compile"].trigger()  # on again
+    assert read_overrides(settings)["compile"] == "on"

@@ -3,6 +3,8 @@
 Each choice is saved in the settings and read by the engine at its next model load; a change
 makes the next run reload the model with the new plan. "Automatic" lets SD Studio decide from
 the hardware and free memory (sdstudio.engine.diffusion.devices); SDSTUDIO_* variables still win.
+The "Fast path (CUDA)" submenu switches each fast-path step (on by default; "off" saved as
+``device/<key>``; SDSTUDIO_CHANNELS_LAST, _FUSED_QKV, _COMPILE and _TINY_VAE still win).
 """
 
 from __future__ import annotations
@@ -38,6 +40,12 @@ CHOICES = {
         ("off", "Off"),
     ],
 }
+FAST_PATH = [
+    ("channels_last", "&channels_last memory layout"),
+    ("fused_qkv", "&Fused attention projections (QKV)"),
+    ("compile", "&Compile the model (torch.compile, CUDA graphs)"),
+    ("tiny_vae", "&Tiny VAE for live frames and previews (TAESD)"),
+]
 TITLES = {
     "device": "&Device",
     "dtype": "&Precision",
@@ -51,6 +59,8 @@ def read_overrides(settings: QSettings) -> dict[str, str]:
     for key, choices in CHOICES.items():
         value = str(settings.value(f"device/{key}", "auto"))
         overrides[key] = value if value in dict(choices) else "auto"
+    for key, _label in FAST_PATH:
+        overrides[key] = "off" if str(settings.value(f"device/{key}", "on")) == "off" else "on"
     return overrides
 
 
@@ -76,3 +86,16 @@ def build_device_menu(
                 on_change()
 
             action.triggered.connect(choose)
+    fast = menu.addMenu("Fast &path (CUDA)")
+    for key, label in FAST_PATH:
+        action = fast.addAction(label)
+        action.setCheckable(True)
+        action.setChecked(overrides[key] != "off")
+        action.setData(key)
+
+        def switch(checked: bool, key: str = key) -> None:
+            overrides[key] = "on" if checked else "off"
+            settings.setValue(f"device/{key}", overrides[key])
+            on_change()
+
+        action.toggled.connect(switch)
