@@ -205,7 +205,9 @@ def test_a_controlnet_repo_without_safetensors_is_refused_after_download(
     (source / "diffusion_pytorch_model.bin").write_bytes(b"pickle")
     fake = fake_controlnet_snapshot(empty_hub, source, [])
     monkeypatch.setattr("huggingface_hub.snapshot_download", fake)
-    with pytest.raises(ModelError, match="only as diffusers safetensors"):
+    with pytest.raises(
+        ModelError, match="only as diffusers safetensors weights. Choose another ControlNet"
+    ):
         download_controlnet("someone/old-cn", print, threading.Event())
 
 
@@ -298,3 +300,31 @@ def test_a_bare_name_is_found_in_the_controlnet_folder(tmp_path, sd1_controlnet)
         resolve_controlnet("my-scribble")  # no folders given: names are not guessed
     with pytest.raises(ModelError, match="No ControlNet"):
         resolve_controlnet("../controlnet/my-scribble", [folder])  # names only
+
+
+def test_a_tiny_vae_download_from_the_dialog_lands_where_the_engine_finds_it(
+    qtbot, tmp_path, empty_hub, monkeypatch
+):
+    from sdstudio.engine.diffusion.tiny_vae import find_tiny_vae
+    from sdstudio.engine.models.tiny_vae import TINY_VAE_PRESETS
+    from sdstudio.qt.model_library import DOWNLOADS, Download
+
+    assert set(TINY_VAE_PRESETS) <= set(DOWNLOADS)
+    source = tmp_path / "published"
+    source.mkdir()
+    (source / "config.json").write_text('{"_class_name": "AutoencoderTiny"}')
+    (source / "diffusion_pytorch_model.safetensors").write_bytes(b"weights")
+    (source / "taesd_decoder.pth").write_bytes(b"pickle")  # never fetched
+    calls: list = []
+    monkeypatch.setattr(
+        "huggingface_hub.snapshot_download", fake_controlnet_snapshot(empty_hub, source, calls)
+    )
+    preset = next(p for p in TINY_VAE_PRESETS if p.family is ModelFamily.SD1)
+    download = Download(preset)
+    with qtbot.waitSignal(download.signals.done, timeout=5000) as done:
+        download.start()
+    assert calls[0][1] == ["config.json", "diffusion_pytorch_model.safetensors"]
+    monkeypatch.undo()  # the engine's own offline lookup
+    found = find_tiny_vae(ModelFamily.SD1, None, hub_cache=empty_hub)
+    assert found is not None and str(found) == done.args[0]
+    assert not (found / "taesd_decoder.pth").exists()

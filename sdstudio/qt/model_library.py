@@ -42,11 +42,12 @@ from sdstudio.engine.models.library import (
     scan_adapters,
     scan_library,
 )
+from sdstudio.engine.models.tiny_vae import TINY_VAE_ALLOW_PATTERNS, TINY_VAE_PRESETS
 from sdstudio.qt.tasks import run_in_background
 
 FOLDER_KEY = "models/folder"
-DOWNLOADS = PRESETS + CONTROLNET_PRESETS
-"""What the dialog offers to download: models, few-step LoRAs, ControlNets."""
+DOWNLOADS = PRESETS + CONTROLNET_PRESETS + TINY_VAE_PRESETS
+"""What the dialog offers to download: models, few-step LoRAs, ControlNets, tiny VAEs."""
 FAMILY_WORDS = {ModelFamily.SD1: "SD 1.x", ModelFamily.SDXL: "SDXL"}
 
 
@@ -84,11 +85,15 @@ class Download:
             download_controlnet,
             download_lora,
             download_model,
+            download_weights,
         )
 
-        preset = self.preset
+        preset, report = self.preset, self.signals.progress.emit
         if isinstance(preset, Preset) and preset.controlnet:
-            return download_controlnet(preset.repo_id, self.signals.progress.emit, self.cancel)
+            return download_controlnet(preset.repo_id, report, self.cancel)
+        if preset in TINY_VAE_PRESETS:
+            patterns = TINY_VAE_ALLOW_PATTERNS
+            return download_weights(preset.repo_id, patterns, report, self.cancel, what="tiny VAE")
         if isinstance(preset, Preset) and preset.filename and preset.lora_name:
             assert self.loras is not None
             return download_lora(
@@ -331,7 +336,7 @@ class ModelLibraryDialog(QDialog):
                 [
                     preset.title,
                     preset.family.value.upper(),
-                    preset.kind,
+                    "tiny VAE" if preset in TINY_VAE_PRESETS else preset.kind,
                     preset.licence,
                     preset.note,
                     f"~{size:.1f} GB" if size >= 1 else f"~{size * 1024:.0f} MB",

@@ -16,6 +16,7 @@ from pathlib import Path
 from sdstudio.core.errors import ModelError
 from sdstudio.engine.models.folders import ALLOW_PATTERNS, IGNORE_PATTERNS
 
+WEIGHTS = "diffusion_pytorch_model.safetensors"
 Report = Callable[[int, int, float], None]
 """(bytes done, bytes in all (0 while unknown), bytes per second)."""
 
@@ -121,15 +122,29 @@ def download_controlnet(repo_id: str, report: Report, cancel: threading.Event) -
     """Download a diffusers ControlNet from the hub into its cache: its config.json and
     diffusion_pytorch_model.safetensors only (never pickles, never half-precision copies), where
     ``resolve_controlnet`` and the library's scan find it by repo id; its folder."""
-    from huggingface_hub import snapshot_download
+    from sdstudio.engine.diffusion.controlnet import ALLOW_PATTERNS
 
-    from sdstudio.engine.diffusion.controlnet import ALLOW_PATTERNS, WEIGHTS
+    return download_weights(repo_id, ALLOW_PATTERNS, report, cancel, what="ControlNet")
+
+
+def download_weights(
+    repo_id: str,
+    allow_patterns: list[str],
+    report: Report,
+    cancel: threading.Event,
+    *,
+    what: str,
+) -> Path:
+    """Download a single diffusers module whose files sit at the repo's root (a ControlNet, a
+    tiny VAE: ``allow_patterns`` says which) into the hub cache; its folder. A ``what`` that has
+    no diffusion_pytorch_model.safetensors there is refused."""
+    from huggingface_hub import snapshot_download
 
     try:
         folder = Path(
             snapshot_download(
                 repo_id,
-                allow_patterns=ALLOW_PATTERNS,
+                allow_patterns=allow_patterns,
                 tqdm_class=_progress_class(report, cancel),
             )
         )
@@ -139,7 +154,7 @@ def download_controlnet(repo_id: str, report: Report, cancel: threading.Event) -
         raise _failed(f"'{repo_id}'", error, cancel) from error
     if not (folder / WEIGHTS).is_file():
         raise ModelError(
-            f"'{repo_id}' has no {WEIGHTS}: SD Studio loads ControlNets only as diffusers "
-            "safetensors weights. Choose another ControlNet."
+            f"'{repo_id}' has no {WEIGHTS}: SD Studio loads a {what} only as diffusers "
+            f"safetensors weights. Choose another {what}."
         )
     return folder
