@@ -75,7 +75,7 @@ class ModelActions:
         self.download.start()
 
     def show_model_library(self) -> None:
-        dialog = ModelLibraryDialog(self.settings, self)
+        dialog = ModelLibraryDialog(self.settings, self, model=self.panel.settings()["model"])
         dialog.model_chosen.connect(self._use_model)
         dialog.lora_chosen.connect(self._insert_lora)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
