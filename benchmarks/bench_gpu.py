@@ -7,10 +7,16 @@ Then the cost of a ControlNet: a 512 px SD 1.5 inpaint step with a full-size SD 
 (random weights, loaded through the engine's ControlNet path) as a ratio to the plain step
 (published A100 figures: 15.0 vs 21.7 it/s, a ratio of 1.45).
 
-    python benchmarks/bench_gpu.py [--models sd15,sdxl] [--steps 20] [--reps 3]
-                                   [--channels-last] [--compile] [--fuse-qkv] [--no-controlnet]
+Plain vs fast path in one run: the engine with the fast path switched off (and the bare
+pipeline beside it: engine/bare), then the engine with it on (channels_last, fused QKV,
+torch.compile with CUDA graphs, sdstudio.engine.diffusion.fastpath): its first run (eager, to
+the result), the compile after it, and the it/s of the compiled runs.
 
-Needs CUDA; on a machine without it, it says so and exits.
+    python benchmarks/bench_gpu.py [--models sd15,sdxl] [--steps 20] [--reps 3]
+                                   [--no-fast] [--no-controlnet]
+    python benchmarks/bench_gpu.py --tiny     # the same code path with tiny models on the CPU
+
+Needs CUDA (except --tiny); on a machine without it, it says so and exits.
 """
 
 from __future__ import annotations
@@ -23,7 +29,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness import compare, counted, inpaint_request, test_picture  # noqa: E402
+from harness import (  # noqa: E402
+    compare,
+    counted,
+    engine_run,
+    inpaint_request,
+    sync,
+    test_picture,
+)
 from sd_architectures import (  # noqa: E402
     build_and_save,
     sd15_controlnet,
@@ -37,19 +50,65 @@ MODELS = {
 }
 
 
-def speedups(engine, reference, args) -> None:
+PLAIN = {"channels_last": "off", "fused_qkv": "off", "compile": "off", "tiny_vae": "off"}
+
+
+def _tiny_models():
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+    from tiny_models import tiny_sd1, tiny_sdxl
+
+    return {
+        "sd15": ("tiny SD 1.5 inpaint", lambda: tiny_sd1(inpainting=True), 64),
+        "sdxl": ("tiny SDXL inpaint", lambda: tiny_sdxl(inpainting=True), 64),
+    }
+
+
+def timed_first_run(engine, request) -> tuple[float, float]:
+    """(seconds to the result, seconds to the end of the run: the compile after it included)."""
+    import threading
+
+    from sdstudio.engine.events import Finished
+
+    start, to_result = time.perf_counter(), None
+    for event in engine.run(request, threading.Event()):
+        if isinstance(event, Finished):
+            sync(engine.cache.device)
+            to_result = time.perf_counter() - start
+    if to_result is None:
+        raise RuntimeError(f"the first fast-path run failed: {event}")
+    return to_result, time.perf_counter() - start
+
+
+def fast_path(folder: str, request, device: str, dtype, reps: int, tiny: bool) -> dict:
+    """The engine with the fast path on: first run, compile seconds, best compiled run."""
     import torch
 
-    from sdstudio.engine.diffusion.pipelines import Task
+    from sdstudio.engine.diffusion.engine import DiffusersEngine
+    from sdstudio.engine.diffusion.fastpath import FastPath
+    from sdstudio.engine.diffusion.pipelines import PipelineCache
 
-    _, pipe = engine.cache.pipeline(reference, Task.INPAINT)
-    if args.fuse_qkv:
-        pipe.fuse_qkv_projections()
-    if args.channels_last:
-        pipe.unet.to(memory_format=torch.channels_last)
-        pipe.vae.to(memory_format=torch.channels_last)
-    if args.compile:
-        pipe.unet = torch.compile(pipe.unet, mode="max-autotune", fullgraph=True)
+    engine = DiffusersEngine(PipelineCache(device=device, dtype=dtype))
+    if tiny:  # the CUDA-only steps forced on the CPU; compile through dynamo's eager backend
+        engine.fast = FastPath(
+            lambda fn: torch.compile(fn, backend="eager", dynamic=False), allow_cpu=True
+        )
+    engine.load(folder)
+    first, first_total = timed_first_run(engine, request)
+    compiled = [w for done in engine.fast._done.values() for w in done.compiled]
+    compile_s = sum(sum(w.seconds.values()) for w in compiled)
+    failed = [w.name for w in compiled if w.failed]
+    best = min(engine_run(engine, request) for _ in range(reps))
+    steps = [w.compiled_calls for w in compiled]
+    engine.close()
+    return {
+        "first_s": first,
+        "first_total_s": first_total,
+        "compile_s": compile_s,
+        "failed": failed,
+        "best_s": best,
+        "compiled_calls": steps,
+        "applied": engine.fast.skipped,
+    }
 
 
 def _denoise_seconds(engine, request, reps: int) -> float:
@@ -115,61 +174,74 @@ def main() -> int:
     parser.add_argument("--models", default="sd15,sdxl")
     parser.add_argument("--steps", type=int, default=20)
     parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--channels-last", action="store_true")
-    parser.add_argument("--compile", action="store_true")
-    parser.add_argument("--fuse-qkv", action="store_true")
     parser.add_argument("--dtype", choices=["float16", "bfloat16"], default="float16")
+    parser.add_argument("--no-fast", action="store_true", help="skip the fast-path runs")
     parser.add_argument("--no-controlnet", action="store_true", help="skip the ControlNet cost")
+    parser.add_argument("--tiny", action="store_true", help="tiny models on the CPU (a check)")
     args = parser.parse_args()
 
     import torch
 
-    if not torch.cuda.is_available():
-        print("bench_gpu: no CUDA device here; run it on a machine with an NVIDIA GPU.")
+    if args.tiny:
+        device, dtype, models = "cpu", torch.float32, _tiny_models()
+        args.steps, args.reps, args.no_controlnet = min(args.steps, 4), 1, True
+        print("bench_gpu --tiny: tiny models on the CPU (proves the script runs; no figures)")
+    elif not torch.cuda.is_available():
+        print("bench_gpu: CUDA not available here; run it on a machine with an NVIDIA GPU.")
         return 0
+    else:
+        device, dtype, models = "cuda", getattr(torch, args.dtype), MODELS
+        print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, {args.dtype}")
     from sdstudio.engine.diffusion.engine import DiffusersEngine
     from sdstudio.engine.diffusion.pipelines import PipelineCache
 
-    dtype = getattr(torch, args.dtype)
-    print(
-        f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, {args.dtype}, "
-        f"SDPA attention, flags: channels_last={args.channels_last} compile={args.compile} "
-        f"fuse_qkv={args.fuse_qkv}"
-    )
     rows = []
     for key in args.models.split(","):
-        name, builder, size = MODELS[key]
+        name, builder, size = models[key]
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
-            folder = build_and_save(builder, Path(tmp) / key, "cuda", dtype)
-            engine = DiffusersEngine(PipelineCache(device="cuda", dtype=dtype))
-            engine.load(str(folder))
+            folder = str(build_and_save(builder, Path(tmp) / key, device, dtype))
+            engine = DiffusersEngine(PipelineCache(device=device, dtype=dtype, overrides=PLAIN))
+            engine.load(folder)
             print(
                 f"{name}: built, saved and loaded in {time.perf_counter() - t0:.1f} s", flush=True
             )
-            speedups(engine, str(folder), args)
             image, mask = test_picture(size)
-            result = compare(
-                engine, inpaint_request(str(folder), image, mask, args.steps), args.reps
-            )
-            print(f"{name}: {counted(result)}", flush=True)
-            rows.append((name, size, result))
-            engine.cache.unload()
+            request = inpaint_request(folder, image, mask, args.steps)
+            result = compare(engine, request, args.reps)
+            print(f"{name} (plain): {counted(result)}", flush=True)
+            engine.close()
             del engine
-            torch.cuda.empty_cache()
+            fast = None
+            if not args.no_fast:
+                fast = fast_path(folder, request, device, dtype, args.reps, args.tiny)
+                print(f"{name} (fast path): {fast}", flush=True)
+            rows.append((name, size, result, fast))
+            if device == "cuda":
+                torch.cuda.empty_cache()
     print()
     print(
-        "| model | size | steps | engine s | bare s | ratio | engine it/s | bare it/s | peak GiB engine | peak GiB bare |"
+        "| model | size | steps | plain it/s | bare it/s | engine/bare | fast it/s | fast/plain "
+        "| first run s | compile s | peak GiB engine | peak GiB bare |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|")
-    for name, size, r in rows:
-        engine_gib = "failed" if r["engine_gib"] is None else f"{r['engine_gib']:.2f}"
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for name, size, r, f in rows:
+        engine_gib = "-" if r["engine_gib"] is None else f"{r['engine_gib']:.2f}"
+        bare_gib = "-" if r["bare_gib"] is None else f"{r['bare_gib']:.2f}"
+        fast_cells = "- | - | - | -"
+        if f is not None:
+            fast_cells = (
+                f"{args.steps / f['best_s']:.2f} | {r['engine_s'] / f['best_s']:.2f} | "
+                f"{f['first_s']:.2f} | {f['compile_s']:.1f}"
+                + (f" (failed: {', '.join(f['failed'])})" if f["failed"] else "")
+            )
         print(
-            f"| {name} | {size}x{size} | {args.steps} | {r['engine_s']:.2f} | {r['bare_s']:.2f} | "
-            f"{r['ratio']:.3f} | {args.steps / r['engine_s']:.2f} | {args.steps / r['bare_s']:.2f} | "
-            f"{engine_gib} | {r['bare_gib']:.2f} |"
+            f"| {name} | {size}x{size} | {args.steps} | {args.steps / r['engine_s']:.2f} | "
+            f"{args.steps / r['bare_s']:.2f} | {r['ratio']:.3f} | {fast_cells} | "
+            f"{engine_gib} | {bare_gib} |"
         )
-    print("(it/s = steps / end-to-end seconds, text encoding and VAE included)")
+    print("(it/s = steps / end-to-end seconds, text encoding and VAE included; first run: the")
+    print(" fast path's first run to its result, eager; compile s: compiling its shapes after it)")
     if not args.no_controlnet:
         cost = controlnet_cost("cuda", dtype, args.steps, args.reps)
         print()
