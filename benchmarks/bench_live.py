@@ -13,6 +13,14 @@ the window separately (add the paint when it is).
     python benchmarks/bench_live.py                      # the fake engine (4 steps x 20 ms)
     python benchmarks/bench_live.py --engine tiny        # a tiny random SD 1.5 model on the CPU
     python benchmarks/bench_live.py --strokes 40 --step-ms 5 --seed 2
+    python benchmarks/bench_live.py --gpu [--frames 30]   # full-size SD 1.5 512 px, SDXL 1024 px
+    python benchmarks/bench_live.py --gpu --tiny          # the GPU mode's code, tiny, on the CPU
+
+--gpu: live frames through the engine alone (no window): img2img of a picture whose sketch
+changes every frame, LCM 4 steps (8 at strength 0.5), guidance 1, a fixed seed, fast path on,
+random full-size weights (plain 4-channel UNets built from the shipped architectures). The
+first frame (eager) and the compile after it are reported apart; then the median and p95 frame
+time (request to result) over the frames. Without CUDA (and without --tiny) it says so.
 """
 
 from __future__ import annotations
@@ -59,6 +67,105 @@ def engine_factory(kind: str, step_ms: float, folder: str):
     return make
 
 
+def _plain_model(builder, folder: Path, device: str, dtype) -> str:
+    """A full-size architecture with its 9-channel inpainting UNet swapped for a plain one."""
+    import torch
+    from diffusers import UNet2DConditionModel
+
+    torch.manual_seed(0)
+    with torch.device(device):
+        pipe = builder()
+        config = {**pipe.unet.config, "in_channels": 4}
+        pipe.unet = UNet2DConditionModel.from_config(config)
+    pipe.register_to_config(requires_aesthetics_score=False) if "XL" in type(
+        pipe
+    ).__name__ else None
+    pipe.to(dtype=dtype)
+    pipe.save_pretrained(folder, safe_serialization=True)
+    return str(folder)
+
+
+def gpu_frames(args) -> int:
+    """Frame times of live frames on the GPU (or, with --tiny, on the CPU with tiny models)."""
+    import numpy as np
+    import torch
+
+    sys.path.insert(0, str(ROOT))
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from sdstudio.core.request import GenerationRequest, Mode, Scheduler
+    from sdstudio.engine.diffusion.engine import DiffusersEngine
+    from sdstudio.engine.diffusion.pipelines import PipelineCache
+
+    if args.tiny:
+        sys.path.insert(0, str(ROOT / "tests"))
+        from tiny_models import tiny_sd1, tiny_sdxl
+
+        device, dtype = "cpu", torch.float32
+        models = [("tiny SD 1.5", tiny_sd1, 64), ("tiny SDXL", tiny_sdxl, 64)]
+        builders = [lambda: tiny_sd1(inpainting=True), lambda: tiny_sdxl(inpainting=True)]
+    elif not torch.cuda.is_available():
+        print("bench_live --gpu: CUDA not available here; run it on a machine with an NVIDIA GPU.")
+        return 0
+    else:
+        from sd_architectures import sd15_inpaint, sdxl_inpaint
+
+        device, dtype = "cuda", torch.float16
+        models = [("SD 1.5", None, 512), ("SDXL", None, 1024)]
+        builders = [sd15_inpaint, sdxl_inpaint]
+        print(f"device: {torch.cuda.get_device_name()}, torch {torch.__version__}, fp16")
+    rows = []
+    for (name, _unused, size), builder in zip(models, builders, strict=True):
+        with tempfile.TemporaryDirectory() as tmp:
+            model = _plain_model(builder, Path(tmp) / "model", device, dtype)
+            engine = DiffusersEngine(PipelineCache(device=device, dtype=dtype))
+            if args.tiny:  # force the CUDA-only steps; compile through dynamo's eager backend
+                from sdstudio.engine.diffusion.fastpath import FastPath
+
+                engine.fast = FastPath(
+                    lambda fn: torch.compile(fn, backend="eager", dynamic=False), allow_cpu=True
+                )
+            y, x = np.mgrid[0:size, 0:size]
+            picture = np.stack([x % 256, y % 256, (x + y) % 256], axis=2).astype(np.uint8)
+
+            def frame(
+                i: int, engine=engine, picture=picture, size=size, model=model
+            ) -> tuple[float, float]:
+                image = picture.copy()
+                image[size // 4 : size // 4 + 8, : (i * 37) % size + 8] = 255  # a new stroke
+                request = GenerationRequest(
+                    mode=Mode.IMG2IMG, image=image, prompt="a landscape", model=model, seed=1,
+                    steps=8, strength=0.5, guidance=1.0, scheduler=Scheduler.LCM, live=True,
+                )  # fmt: skip
+                start, to_result = time.perf_counter(), None
+                for event in engine.run(request, __import__("threading").Event()):
+                    if type(event).__name__ == "Finished":
+                        if device == "cuda":
+                            torch.cuda.synchronize()
+                        to_result = time.perf_counter() - start
+                    elif type(event).__name__ == "Failed":
+                        raise RuntimeError(event.message)
+                return to_result, time.perf_counter() - start
+
+            engine.load(model)
+            first, first_total = frame(0)
+            times = [frame(i)[0] for i in range(1, args.frames + 1)]
+            engine.close()
+            rows.append((name, size, first, first_total - first, times))
+            print(f"{name}: first frame {first * 1e3:.0f} ms, compile {first_total - first:.1f} s")
+    print()
+    print("| model | size | first frame ms | compile s | median ms | p95 ms | frames |")
+    print("|---|---|---|---|---|---|---|")
+    for name, size, first, compile_s, times in rows:
+        print(
+            f"| {name} | {size}x{size} | {first * 1e3:.0f} | {compile_s:.1f} | "
+            f"{statistics.median(times) * 1e3:.0f} | {percentile(times, 0.95) * 1e3:.0f} | "
+            f"{len(times)} |"
+        )
+    print("(frame: request to result, LCM 4 steps, fast path on; targets on a data-centre GPU:")
+    print(" SD 1.5 512 px <= 80 ms median, SDXL 1024 px <= 250 ms)")
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--engine", choices=("fake", "tiny"), default="fake")
@@ -66,7 +173,13 @@ def main() -> int:
     parser.add_argument("--size", type=int, default=128, help="picture side, pixels")
     parser.add_argument("--step-ms", type=float, default=20.0, help="the fake engine's step")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--gpu", action="store_true", help="frame times on CUDA, full size")
+    parser.add_argument("--tiny", action="store_true", help="with --gpu: tiny models, CPU")
+    parser.add_argument("--frames", type=int, default=30, help="with --gpu: frames timed")
     args = parser.parse_args()
+    if args.gpu:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        return gpu_frames(args)
 
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
