@@ -31,6 +31,8 @@ from sdstudio.qt.canvas_input import CanvasInput, CanvasTool
 
 TINT = (255, 64, 64)
 TINT_ALPHA = 0.45
+LIVE_SKETCH_OPACITY = 0.35
+"""The sketch over a live frame: visible enough to draw on, faint enough to judge the frame."""
 MIN_ZOOM, MAX_ZOOM = 1 / 64, 64.0
 
 
@@ -58,6 +60,7 @@ class Canvas(CanvasInput, QWidget):
     zoom_changed = Signal(float)
     cursor_moved = Signal(int, int)  # image coordinates
     region_changed = Signal(object)  # Box | None
+    stroke_finished = Signal()  # a brush, eraser or restore stroke ended (live mode listens)
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -80,6 +83,7 @@ class Canvas(CanvasInput, QWidget):
         self._sketch: tuple[np.ndarray, QImage] | None = None  # the document's, wrapped
         self._preview: tuple[QImage, Box] | None = None
         self._candidate: tuple[QImage, Box] | None = None
+        self._live: tuple[QImage, Box] | None = None  # live mode's frame, over the picture
         self._stroke = None
         self._panning: QPointF | None = None
         self._space_held = False
@@ -115,7 +119,7 @@ class Canvas(CanvasInput, QWidget):
         if self.document is not None:
             self.document.remove_listener(self._on_document_changed)
         self.document = document
-        self._preview = self._candidate = self._sketch = None
+        self._preview = self._candidate = self._sketch = self._live = None
         if document is None:
             self._rgba = self._overlay = self._image = self._overlay_image = None
         else:
@@ -186,6 +190,19 @@ class Canvas(CanvasInput, QWidget):
         for item in (old, self._candidate):
             if item is not None:
                 self.update_image_box(item[1])
+
+    def set_live(self, image: QImage | None, box: Box | None = None) -> None:
+        """Live mode's frame, drawn over the picture (the sketch shows through it, fainter)
+        until it is replaced, kept or cleared; the document is not touched."""
+        old = self._live
+        self._live = (image, box) if image is not None and box is not None else None
+        for item in (old, self._live):
+            if item is not None:
+                self.update_image_box(item[1])
+
+    @property
+    def live_frame(self) -> tuple[QImage, Box] | None:
+        return self._live
 
     # -- coordinates and view -----------------------------------------------------------------
 
@@ -259,9 +276,14 @@ class Canvas(CanvasInput, QWidget):
             painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform, self.zoom < 1.0)
             painter.fillRect(target, self._checker)
             painter.drawImage(target, self._image, source)
+            if self._live is not None:  # the frame replaces the picture; the strokes show faint
+                image, box = self._live
+                painter.drawImage(QRectF(self.image_rect_to_widget(box)), image)
             sketch = self._sketch_image() if self.document.sketch_visible else None
             if sketch is not None:
+                painter.setOpacity(LIVE_SKETCH_OPACITY if self._live is not None else 1.0)
                 painter.drawImage(target, sketch, source)
+                painter.setOpacity(1.0)
             painter.drawImage(target, self._overlay_image, source)
             for item in (self._preview, self._candidate):
                 if item is not None:

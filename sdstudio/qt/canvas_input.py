@@ -64,6 +64,7 @@ class CanvasInput:
         if self._stroke is not None:
             self._stroke.end()
             self._stroke = None
+            self.stroke_finished.emit()
         elif self._region_start is not None and self.document is not None:
             region = self._region_draft
             if region is not None and (region.width < 8 or region.height < 8):

@@ -91,6 +91,7 @@ class LiveController(QObject):
         self.scheduler = LiveScheduler(policy)
         self._job: _Job | None = None
         self._frame: Finished | None = None
+        self._frame_request: GenerationRequest | None = None
         self._frame_version = 0
         self._busy = False
         self._timer = QTimer(self)
@@ -124,6 +125,10 @@ class LiveController(QObject):
 
     def current_frame(self) -> Finished | None:
         return self._frame
+
+    def current_request(self) -> GenerationRequest | None:
+        """The request ``build_request`` made for the shown frame (the very object), or None."""
+        return self._frame_request if self._frame is not None else None
 
     def set_enabled(self, enabled: bool) -> None:
         """On: a first frame of the current state follows. Off: the run in flight is cancelled
@@ -195,7 +200,7 @@ class LiveController(QObject):
 
     def _clear_frame(self) -> None:
         if self._frame is not None:
-            self._frame = None
+            self._frame = self._frame_request = None
             self.frame_cleared.emit()
 
     # -- worker events (GUI thread, queued from the worker) -----------------------------------
@@ -212,6 +217,7 @@ class LiveController(QObject):
         if job.dropped or job.version <= self._frame_version:
             return  # live went off meanwhile, or a newer state is on screen already
         self._frame, self._frame_version = result, job.version
+        self._frame_request = job.request
         self.frame_ready.emit(result)
 
     def _on_cancelled(self) -> None:

@@ -17,12 +17,14 @@ from PySide6.QtWidgets import (
 from sdstudio.core.brush import BrushSettings
 from sdstudio.core.document import Document
 from sdstudio.core.paths import loras_dir
+from sdstudio.engine.shared import SharedEngine
 from sdstudio.qt.autosave import Autosave
 from sdstudio.qt.candidate_strip import CandidateStrip
 from sdstudio.qt.canvas import Canvas, CanvasTool
 from sdstudio.qt.device_menu import read_overrides
 from sdstudio.qt.files import FileHandling
 from sdstudio.qt.fill_menu import fill_engine_factory, read_fill_method
+from sdstudio.qt.live_mode import LiveMode
 from sdstudio.qt.lora_panel import LoraPanel
 from sdstudio.qt.memory import RESULTS_KEY, RESULTS_MIB, UNDO_KEY, UNDO_MIB, memory_budget
 from sdstudio.qt.model_actions import ModelActions
@@ -57,13 +59,15 @@ class MainWindow(WindowActions, ModelActions, FileHandling, Autosave, QMainWindo
         self.setAcceptDrops(True)
         self.canvas = Canvas()
         self.setCentralWidget(self.canvas)
-        self.panel = GenerationPanel()
+        self.panel = GenerationPanel(models_folder=lambda: self.models_folder)
         self.strip = CandidateStrip()
         self.models_folder = models_folder(self.settings)  # read by the worker thread
         self.device_overrides = read_overrides(self.settings)  # likewise (a copy per load)
         self.checks_downloads = engine_factory is None  # the real engine: models may be missing
         self.download = None
-        self.generation = GenerationWorker(
+        # Generate and live mode run on workers of their own that share one engine (one copy
+        # of the model in memory): they take turns.
+        self.engine = SharedEngine(
             engine_factory
             or (
                 lambda: _diffusers_engine(
@@ -71,10 +75,12 @@ class MainWindow(WindowActions, ModelActions, FileHandling, Autosave, QMainWindo
                 )
             )
         )
+        self.generation = GenerationWorker(self.engine.handle_factory())
         self.fill_method = read_fill_method(self.settings)
         self.fill = GenerationWorker(fill_factory or fill_engine_factory(lambda: self.fill_method))
         self.session = EditorSession(self.canvas, self.panel, self.generation, self.fill)
         self.session.candidate_budget = memory_budget(self.settings, RESULTS_KEY, RESULTS_MIB)
+        self.live = LiveMode(self, self.engine.handle_factory())
         self.confirm_discard = self._ask_discard  # tests replace this
         self._build_docks()
         self._build_status_bar()
@@ -117,6 +123,7 @@ class MainWindow(WindowActions, ModelActions, FileHandling, Autosave, QMainWindo
         self.progress.setVisible(False)
         self.zoom_label = QLabel("100%")
         self.position_label = QLabel("")
+        bar.addPermanentWidget(self.live.label)
         bar.addPermanentWidget(self.position_label)
         bar.addPermanentWidget(self.progress)
         bar.addPermanentWidget(self.zoom_label)
@@ -145,6 +152,12 @@ class MainWindow(WindowActions, ModelActions, FileHandling, Autosave, QMainWindo
         self.canvas.zoom_changed.connect(lambda z: self.zoom_label.setText(f"{z * 100:.0f}%"))
         self.canvas.cursor_moved.connect(lambda x, y: self.position_label.setText(f"{x}, {y}"))
         self.canvas.region_changed.connect(lambda _box: self._update_mode())
+        live = self.live
+        live.status.connect(lambda text: self.statusBar().showMessage(text))
+        self.canvas.stroke_finished.connect(live.changed)
+        self.panel.changed.connect(live.changed)
+        self.panel.live_toggled.connect(live.set_enabled)
+        live.action.toggled.connect(self.panel.set_live)
 
     def _on_progress(self, index: int, total: int, seconds_left: float) -> None:
         if total <= 0:
@@ -232,6 +245,7 @@ class MainWindow(WindowActions, ModelActions, FileHandling, Autosave, QMainWindo
     def show_sketch(self, shown: bool) -> None:
         if self._document() is not None:
             self._document().set_sketch_visible(shown)
+            self.live.changed()
 
     def clear_region(self) -> None:
         if self._document() is not None:
@@ -239,7 +253,15 @@ class MainWindow(WindowActions, ModelActions, FileHandling, Autosave, QMainWindo
             self.canvas.update()
             self._update_mode()
 
+    def accept(self) -> None:
+        """Enter: keep the live frame while live mode shows one, else accept the result."""
+        if self.live.enabled and self.live.controller.current_frame() is not None:
+            self.live.keep()
+        else:
+            self.session.accept()
+
     def _update_mode(self) -> None:
+        self.live.changed()  # undo, redo, a cleared mask, sketch or region
         mode = self.session.mode()
         self.panel.set_mode_text("" if mode is None else f"Mode: {mode.value}")
         self._update_title()
@@ -265,6 +287,7 @@ class MainWindow(WindowActions, ModelActions, FileHandling, Autosave, QMainWindo
 
     def set_document(self, document: Document, blank: bool = False) -> None:
         self.provenance = None  # how the picture was made, when its file says (files.py)
+        self.live.set_enabled(False)  # live mode draws over one picture only
         document.history.budget_bytes = memory_budget(self.settings, UNDO_KEY, UNDO_MIB)
         self.session.set_document(document, blank=blank)
         document.add_listener(lambda _box: self._update_title())
@@ -313,6 +336,7 @@ class MainWindow(WindowActions, ModelActions, FileHandling, Autosave, QMainWindo
         wait_for_background(120_000)  # a save, export or autosave under way finishes first
         self.stop_autosave()
         self.save_state()
+        self.live.shutdown()
         self.generation.shutdown()
         self.fill.shutdown()
         event.accept()

@@ -69,6 +69,23 @@ REFINE_STRENGTH = 0.5
 """The most a model refine of a removal may change the pre-filled area."""
 
 
+def _fields(mode: Mode, s: dict) -> dict:
+    """A request's fields from the panel's settings ``s``."""
+    return {
+        "mode": mode,
+        "prompt": s["prompt"],
+        "negative_prompt": s["negative_prompt"],
+        "model": s["model"],
+        "steps": s["steps"],
+        "guidance": s["guidance"],
+        "strength": s["strength"],
+        "scheduler": s["scheduler"],
+        "loras": s.get("loras", ()),  # a sampler preset's LoRA
+        "padding": s["padding"],
+        "mask_blur": s["mask_blur"],
+    }
+
+
 def decide_mode(document: Document, blank: bool) -> Mode:
     if document.has_mask:
         return Mode.INPAINT
@@ -134,19 +151,7 @@ class EditorSession(QObject):
         assert document is not None
         s = self.panel.settings()
         seed = s["seed"] if s["seed"] is not None else random_seed()
-        fields = {
-            "mode": mode,
-            "prompt": s["prompt"],
-            "negative_prompt": s["negative_prompt"],
-            "model": s["model"],
-            "steps": s["steps"],
-            "guidance": s["guidance"],
-            "strength": s["strength"],
-            "scheduler": s["scheduler"],
-            "loras": s.get("loras", ()),  # a sampler preset's LoRA
-            "padding": s["padding"],
-            "mask_blur": s["mask_blur"],
-        }
+        fields = _fields(mode, s)
         if mode is Mode.REMOVE:  # a refine must not invent: keep most of the pre-fill
             fields["strength"] = min(fields["strength"], REFINE_STRENGTH)
         elif "controls" not in overrides:
@@ -166,6 +171,27 @@ class EditorSession(QObject):
         return [first] + [
             first.with_(seed=(seed + k) % (MAX_SEED + 1)) for k in range(1, s["batch_count"])
         ]
+
+    def area_request(self, area: Box, **overrides) -> GenerationRequest:
+        """One img2img request of ``area`` alone, as live mode's frames are: the picture there
+        with the shown sketch on it, the control cropped alike, the panel's settings
+        (``overrides`` win). It copies only that part of the picture; its result's box is in
+        the crop's coordinates."""
+        document = self.document
+        assert document is not None
+        s = self.panel.settings()
+        fields = _fields(Mode.IMG2IMG, s)
+        if document.sketch is not None and document.sketch_visible:
+            image = flatten_sketch(document, area)
+        else:
+            image = document.image[area.slices].copy()
+        fields.update(image=image, controls=self.controls(area), seed=s["seed"] or 0)
+        fields.update(overrides)
+        return GenerationRequest(**fields)
+
+    def add_result(self, result: Finished) -> None:
+        """Put a result among the candidates (live mode's Shift+Enter), as a run's would be."""
+        self._on_finished(result)
 
     def controls(self, box: Box | None = None) -> tuple[Control, ...]:
         """The panel's control for the document (``box``: that part of it; None: the whole

@@ -118,7 +118,16 @@ class WindowActions:
         )
         build_fill_menu(self, generate)
         generate.addSeparator()
-        self._action(generate, "&Accept result", self.session.accept, ["Return", "Enter"])
+        generate.addAction(self.live.action)
+        self._action(
+            generate, "&Accept result (or keep the live frame)", self.accept, ["Return", "Enter"]
+        )
+        self._action(
+            generate,
+            "&Keep the live frame as a result",
+            lambda: self.live.keep(to_results=True),
+            ["Shift+Return", "Shift+Enter"],
+        )
         self._action(generate, "&Use the picture's settings", self.use_provenance, ["Ctrl+Shift+U"])
         self._action(
             generate, "&Previous result", lambda: self.session.step_candidate(-1), ["Left"]
