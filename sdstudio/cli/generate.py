@@ -134,6 +134,7 @@ class _Progress:
 
 def _write_preview(folder: Path, event) -> None:
     import cv2
+
     from sdstudio.core.imageio import save_image
 
     scale = min(1.0, PREVIEW_MAX_SIDE / max(event.box.width, event.box.height))
