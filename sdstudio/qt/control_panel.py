@@ -167,7 +167,7 @@ class ControlSection(QGroupBox):
         self.combo.setSizeAdjustPolicy(
             QComboBox.SizeAdjustPolicy.AdjustToMinimumContentsLengthWithIcon
         )
-        self.combo.setMinimumContentsLength(14)
+        self.combo.setMinimumContentsLength(8)  # the label beside it must not be clipped
         self.combo.about_to_show.connect(self.refresh)
         self.browse_button = QPushButton(
             "Browse…", objectName="controlnet_browse_button", toolTip="Choose a ControlNet"

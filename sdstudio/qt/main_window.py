@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import logging
 
-from PySide6.QtCore import QByteArray, QSettings, Qt
+from PySide6.QtCore import QByteArray, QEvent, QObject, QSettings, Qt
 from PySide6.QtGui import QColor, QIcon, QPixmap
 from PySide6.QtWidgets import (
+    QAbstractSpinBox,
+    QApplication,
     QColorDialog,
+    QComboBox,
     QDockWidget,
+    QFrame,
     QLabel,
     QMainWindow,
     QProgressBar,
+    QScrollArea,
 )
 
 from sdstudio.core.brush import BrushSettings
@@ -47,6 +52,37 @@ def _diffusers_engine(models_folder, overrides):
 
     import_quietly()
     return DiffusersEngine(PipelineCache(overrides=overrides), models_folder=models_folder)
+
+
+class _WheelScrolls(QObject):
+    """The mouse wheel over a field the person has not clicked into scrolls the panel, and does
+    not change the field's value (scrolling the panel over a combo box would change the model)."""
+
+    def __init__(self, area: QScrollArea) -> None:
+        super().__init__(area)
+        self._area = area
+
+    def eventFilter(self, watched, event) -> bool:  # noqa: N802 - Qt API
+        if event.type() == QEvent.Type.Wheel and not watched.hasFocus():
+            QApplication.sendEvent(self._area.verticalScrollBar(), event)
+            return True
+        return False
+
+
+def _scrolled(widget) -> QScrollArea:
+    """``widget`` in a scroll area, so that a tall panel fits a laptop's screen."""
+    area = QScrollArea()
+    area.setWidget(widget)
+    area.setWidgetResizable(True)
+    area.setFrameShape(QFrame.Shape.NoFrame)
+    area.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+    bar = area.verticalScrollBar().sizeHint().width()
+    area.setMinimumWidth(widget.minimumSizeHint().width() + bar)  # no label is clipped
+    guard = _WheelScrolls(area)
+    for field in widget.findChildren(QComboBox) + widget.findChildren(QAbstractSpinBox):
+        field.setFocusPolicy(Qt.FocusPolicy.StrongFocus)  # a wheel does not focus it
+        field.installEventFilter(guard)
+    return area
 
 
 class MainWindow(WindowActions, ModelActions, FileHandling, Autosave, QMainWindow):
@@ -96,7 +132,7 @@ class MainWindow(WindowActions, ModelActions, FileHandling, Autosave, QMainWindo
     def _build_docks(self) -> None:
         panel_dock = QDockWidget("Generate", self)
         panel_dock.setObjectName("generate_dock")
-        panel_dock.setWidget(self.panel)
+        panel_dock.setWidget(_scrolled(self.panel))  # fits a laptop screen: it scrolls
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, panel_dock)
         self.loras = LoraPanel(lambda: loras_dir(self.models_folder))
         lora_dock = QDockWidget("LoRAs", self)
