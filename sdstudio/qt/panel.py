@@ -157,7 +157,12 @@ class GenerationPanel(PanelState, QWidget):
         self._layout()
         self._set_recent(self._recent)
         self._setters = self._make_setters()
-        self.reset()  # also fills in the token counters
+        self.reset()
+        for edit, label in (
+            (self.prompt_edit, self.prompt_tokens),
+            (self.negative_edit, self.negative_tokens),
+        ):
+            self._update_counter(edit, label)  # reset() leaves an unchanged empty prompt alone
         self._connect_changed()
         run_in_background(_exact_counter, self._use_exact_counter, lambda _message: None)
 
@@ -181,6 +186,7 @@ class GenerationPanel(PanelState, QWidget):
         edit = QPlainTextEdit(objectName=f"{name}_edit", placeholderText=placeholder)
         edit.setTabChangesFocus(True)
         edit.setMinimumHeight(48)
+        edit.setMaximumHeight(110)  # the panel scrolls; the prompt need not take its height
         label = QLabel(objectName=f"{name}_tokens", wordWrap=True, toolTip=TOKENS_TIP)
         edit.textChanged.connect(lambda: self._update_counter(edit, label))
         return edit, label
