@@ -151,3 +151,46 @@ def test_generate_and_live_share_one_engine(qtbot, live_window, tmp_path, photo,
     window.generate()
     qtbot.waitUntil(lambda: len(window.session.candidates) == 1, timeout=10000)
     assert len(window.engines) == 1, "a second engine would load a second copy of the model"
+
+
+def test_an_empty_sketch_waits_quietly_for_the_first_stroke(qtbot, live_window, tmp_path, photo):
+    """With a scribble control and nothing drawn, live mode waits: no error, no frame."""
+    window = live_window
+    open_photo(qtbot, window, tmp_path, photo)
+    window.panel.apply({"control": {"reference": str(tmp_path / "cn"), "kind": "scribble"}})
+    said: list[str] = []
+    window.live.status.connect(said.append)
+    window.live.set_enabled(True)
+    qtbot.wait(300)
+    assert frames(window) == [] and not any("empty" in line for line in said)
+    stroke(window, 40)
+    wait_frame(qtbot, window, 1)
+    control = frames(window)[-1].controls[0]
+    assert control.image.any() and control.image.shape[:2] == frames(window)[-1].image.shape[:2]
+
+
+def test_the_wheel_scrolls_the_panel_without_changing_a_field(qtbot, live_window):
+    """Scrolling the tall panel over a combo box must not change the model under the mouse."""
+    from PySide6.QtCore import QPoint, QPointF, Qt
+    from PySide6.QtGui import QWheelEvent
+    from PySide6.QtWidgets import QApplication
+
+    window = live_window
+    combo = window.panel.model_combo
+    combo.addItems(["model-a", "model-b"])
+    combo.setCurrentIndex(0)
+    before = combo.currentText()
+    centre = QPointF(combo.rect().center())
+    for _ in range(3):
+        event = QWheelEvent(
+            centre,
+            QPointF(combo.mapToGlobal(centre.toPoint())),
+            QPoint(0, 0),
+            QPoint(0, -120),
+            Qt.MouseButton.NoButton,
+            Qt.KeyboardModifier.NoModifier,
+            Qt.ScrollPhase.NoScrollPhase,
+            False,
+        )
+        QApplication.sendEvent(combo, event)
+    assert combo.currentText() == before

@@ -21,9 +21,11 @@ from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QLabel
 
+from sdstudio.core.errors import RequestError
 from sdstudio.core.region import Box
 from sdstudio.core.request import GenerationRequest, random_seed
 from sdstudio.engine.events import Finished
+from sdstudio.qt.control_request import EMPTY_SKETCH
 from sdstudio.qt.live import LiveController
 from sdstudio.qt.session import qimage_of
 from sdstudio.qt.worker import GenerationWorker
@@ -74,6 +76,8 @@ class LiveMode(QObject):
         c.frame_time.connect(lambda _seconds: self._update_label())
         c.failed.connect(self._failed)
         self._last_time: float | None = None
+        self._failing = False
+        self._kept = 0
         c.frame_time.connect(self._frame_time)
         self.worker.start()
 
@@ -92,7 +96,7 @@ class LiveMode(QObject):
         if on:
             panel_seed = self.window.panel.settings()["seed"]
             self.seed = panel_seed if panel_seed is not None else random_seed()
-            self._last_time = None
+            self._last_time, self._failing, self._kept = None, False, 0
             self.status.emit(
                 f"Live mode on (seed {self.seed}): draw with the brush (B); the picture follows "
                 "each stroke. Enter keeps the frame, Shift+Enter adds it to the results, F5 leaves."
@@ -100,7 +104,12 @@ class LiveMode(QObject):
         self.controller.set_enabled(on)
         if not on:
             self.areas.clear()
-            self.status.emit("Live mode off: the picture is as it was.")
+            self.status.emit(
+                "Live mode off: its frame is no longer drawn; the picture holds only what you "
+                "kept (Enter), which Ctrl+Z takes back."
+                if self._kept
+                else "Live mode off: the picture is as it was."
+            )
         self._update_label()
 
     def changed(self) -> None:
@@ -120,7 +129,12 @@ class LiveMode(QObject):
         if area.is_empty():
             return None
         strength = float(self.window.panel.settings().get("live_strength", 0.5))
-        request = self.session.area_request(area, strength=strength, seed=self.seed, live=True)
+        try:
+            request = self.session.area_request(area, strength=strength, seed=self.seed, live=True)
+        except RequestError as error:
+            if str(error) == EMPTY_SKETCH:  # the control's sketch is not drawn yet: wait for it
+                return None
+            raise
         shown = self.controller.current_request()
         self.areas = {
             id(r): self.areas[id(r)] for r in (shown,) if r is not None and id(r) in self.areas
@@ -133,6 +147,9 @@ class LiveMode(QObject):
         if area is None:
             return
         self.canvas.set_live(qimage_of(frame.patch), placed(frame, area))
+        if self._failing:  # the last word in the status bar was a failure: it is over
+            self._failing = False
+            self.status.emit("Live: the frame follows again (Enter keeps it).")
 
     def keep(self, to_results: bool = False) -> bool:
         """Put the shown frame into the picture as one undo step (or among the results);
@@ -151,7 +168,11 @@ class LiveMode(QObject):
             )
             return True
         document.apply_patch(box, frame.patch, label="Keep live frame")
-        self.status.emit("Live frame kept (Ctrl+Z takes it back); live mode goes on.")
+        self._kept += 1
+        self.status.emit(
+            "Live frame kept (Ctrl+Z takes it back); live mode goes on from it. Ctrl+Shift+K "
+            "clears the sketch."
+        )
         return True
 
     def _area(self) -> Box | None:
@@ -164,6 +185,7 @@ class LiveMode(QObject):
         self._last_time = seconds
 
     def _failed(self, message: str) -> None:
+        self._failing = True
         self.status.emit(f"Live: {message}")
         self._update_label()
 
