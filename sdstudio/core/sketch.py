@@ -107,17 +107,20 @@ def composite(image: np.ndarray, sketch: np.ndarray) -> np.ndarray:
     out = image.copy()
     scale = np.float32(257.0 if image.dtype == np.uint16 else 1.0)
     for rows in _row_slices(image.shape[0]):
-        layer = sketch[rows].astype(np.float32)
-        keep = 1.0 - layer[:, :, 3:] / np.float32(255.0)
-        colour = layer[:, :, :3] * scale
+        covered = sketch[rows][:, :, 3] > 0  # only these pixels change: strokes are sparse
+        if not covered.any():
+            continue
+        layer = sketch[rows][covered].astype(np.float32)  # N x 4
+        keep = 1.0 - layer[:, 3:] / np.float32(255.0)
+        colour = layer[:, :3] * scale
         if image.ndim == 2:  # luminance, as the brush paints on grey
             weights = np.array([0.299, 0.587, 0.114], np.float32)
-            colour, keep = colour @ weights, keep[:, :, 0]
+            colour, keep = colour @ weights, keep[:, 0]
         elif image.shape[2] == 4:  # the picture's alpha: the sketch's over it
-            colour = np.concatenate([colour, layer[:, :, 3:] * scale], axis=2)
-        mixed = image[rows].astype(np.float32) * keep + colour
-        mixed += 0.5  # round half up; where the sketch is empty: the picture's value, exactly
-        np.copyto(out[rows], mixed, casting="unsafe")
+            colour = np.concatenate([colour, layer[:, 3:] * scale], axis=1)
+        mixed = image[rows][covered].astype(np.float32) * keep + colour
+        mixed += 0.5  # round half up
+        out[rows][covered] = mixed.astype(image.dtype)  # in range: a convex mix plus rounding
     return out
 
 
@@ -136,3 +139,50 @@ def _box(document: Document, box: Box | None) -> Box:
 
 def _row_slices(height: int) -> list[slice]:
     return [slice(top, min(height, top + _ROWS)) for top in range(0, height, _ROWS)]
+
+
+@dataclass(frozen=True, eq=False)
+class AreaView:
+    """Part of a document, maybe scaled down, that reads like a Document where generation reads
+    one (``image``, ``sketch``, ``sketch_visible``, ``width``, ``height``): what live mode turns
+    into a frame's request, so that a large picture is never copied at full size for it."""
+
+    image: np.ndarray
+    sketch: np.ndarray | None
+    sketch_visible: bool
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+    @property
+    def bounds(self) -> Box:
+        return Box(0, 0, self.width, self.height)
+
+
+def area_view(document: Document, box: Box, max_side: int | None = None) -> AreaView:
+    """``box`` of ``document`` as an ``AreaView``; when its longer side exceeds ``max_side``,
+    scaled down to it (area averaging: the premultiplied sketch averages correctly)."""
+    import cv2
+
+    image = document.image[box.slices]
+    sketch = None if document.sketch is None else document.sketch[box.slices]
+    longer = max(box.width, box.height)
+    if max_side is not None and longer > max_side:
+        width = max(1, round(box.width * max_side / longer))
+        height = max(1, round(box.height * max_side / longer))
+
+        def shrink(pixels: np.ndarray) -> np.ndarray:
+            small = cv2.resize(pixels, (width, height), interpolation=cv2.INTER_AREA)
+            return small.reshape(height, width, *pixels.shape[2:])  # cv2 drops a 1-channel axis
+
+        image = shrink(image)
+        sketch = None if sketch is None else shrink(sketch)
+    else:
+        image = image.copy()
+        sketch = None if sketch is None else sketch.copy()
+    return AreaView(image, sketch, document.sketch_visible)
