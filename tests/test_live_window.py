@@ -194,3 +194,23 @@ def test_the_wheel_scrolls_the_panel_without_changing_a_field(qtbot, live_window
         )
         QApplication.sendEvent(combo, event)
     assert combo.currentText() == before
+
+
+def test_a_large_area_is_scaled_down_for_frames_and_kept_at_full_size(
+    qtbot, live_window, tmp_path, photo, monkeypatch
+):
+    import sdstudio.qt.live_mode as live_mode
+
+    monkeypatch.setattr(live_mode, "LIVE_MAX_SIDE", 64)  # the 200 x 130 photo is "large"
+    window = live_window
+    document = open_photo(qtbot, window, tmp_path, photo)
+    window.live.set_enabled(True)
+    stroke(window, 60)
+    wait_frame(qtbot, window, 1)
+    request = frames(window)[-1]
+    assert request.image.shape[:2] == (42, 64)  # 130 x 200 scaled to 64 on the longer side
+    assert window.canvas.live_frame[1] == Box(0, 0, 200, 130)  # drawn over the whole area
+    window.accept()
+    assert (document.image[:, :, :3] == (0, 200, 0)).all()  # the frame, at full size
+    window.undo()
+    np.testing.assert_array_equal(document.image, photo)

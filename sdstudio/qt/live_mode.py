@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 from PySide6.QtCore import QObject, Signal
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QLabel
@@ -24,6 +25,7 @@ from PySide6.QtWidgets import QLabel
 from sdstudio.core.errors import RequestError
 from sdstudio.core.region import Box
 from sdstudio.core.request import GenerationRequest, random_seed
+from sdstudio.engine.compositing import resize_rgb
 from sdstudio.engine.events import Finished
 from sdstudio.qt.control_request import EMPTY_SKETCH
 from sdstudio.qt.live import LiveController
@@ -40,10 +42,32 @@ def live_area(document) -> Box:
     return full if region is None else region.clamp(document.width, document.height)
 
 
+LIVE_MAX_SIDE = 1024
+"""A larger live area is scaled down to this for its frames (the model works at its native size,
+512 or 1024, anyway), so that the GUI thread never copies a large picture at full size for one;
+Keep scales the frame back up to the area."""
+
+
 def placed(frame: Finished, area: Box) -> Box:
-    """Where ``frame`` (made from the crop ``area``) lies in the picture."""
+    """Where ``frame`` (made from the crop ``area``, maybe scaled down) lies in the picture."""
+    height, width = frame.request.image.shape[:2]
+    sx, sy = area.width / width, area.height / height
     box = frame.box
-    return Box(box.x0 + area.x0, box.y0 + area.y0, box.x1 + area.x0, box.y1 + area.y0)
+    return Box(
+        area.x0 + round(box.x0 * sx),
+        area.y0 + round(box.y0 * sy),
+        area.x0 + round(box.x1 * sx),
+        area.y0 + round(box.y1 * sy),
+    )
+
+
+def full_size(frame: Finished, box: Box) -> np.ndarray:
+    """The frame's pixels at the size of ``box`` (scaled up when the area was scaled down)."""
+    patch = frame.patch
+    if patch.shape[:2] == (box.height, box.width):
+        return patch
+    resized = resize_rgb(patch, box.width, box.height)
+    return resized.reshape(box.height, box.width, *patch.shape[2:])
 
 
 class LiveMode(QObject):
@@ -130,7 +154,9 @@ class LiveMode(QObject):
             return None
         strength = float(self.window.panel.settings().get("live_strength", 0.5))
         try:
-            request = self.session.area_request(area, strength=strength, seed=self.seed, live=True)
+            request = self.session.area_request(
+                area, LIVE_MAX_SIDE, strength=strength, seed=self.seed, live=True
+            )
         except RequestError as error:
             if str(error) == EMPTY_SKETCH:  # the control's sketch is not drawn yet: wait for it
                 return None
@@ -162,12 +188,13 @@ class LiveMode(QObject):
             return False
         self.controller.keep()
         box = placed(frame, area)
+        patch = full_size(frame, box)
         if to_results:
             self.session.add_result(
-                Finished(frame.patch, box, frame.parameters, frame.request.with_(live=False))
+                Finished(patch, box, frame.parameters, frame.request.with_(live=False))
             )
             return True
-        document.apply_patch(box, frame.patch, label="Keep live frame")
+        document.apply_patch(box, patch, label="Keep live frame")
         self._kept += 1
         self.status.emit(
             "Live frame kept (Ctrl+Z takes it back); live mode goes on from it. Ctrl+Shift+K "

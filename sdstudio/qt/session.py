@@ -21,7 +21,7 @@ from sdstudio.core.metadata import parse_parameters
 from sdstudio.core.pixels import to_rgba8
 from sdstudio.core.region import Box
 from sdstudio.core.request import MAX_SEED, Control, GenerationRequest, Mode, random_seed
-from sdstudio.core.sketch import flatten_sketch
+from sdstudio.core.sketch import area_view, flatten_sketch
 from sdstudio.engine.events import Finished, Started
 from sdstudio.qt.control_request import document_controls
 
@@ -172,20 +172,24 @@ class EditorSession(QObject):
             first.with_(seed=(seed + k) % (MAX_SEED + 1)) for k in range(1, s["batch_count"])
         ]
 
-    def area_request(self, area: Box, **overrides) -> GenerationRequest:
+    def area_request(
+        self, area: Box, max_side: int | None = None, **overrides
+    ) -> GenerationRequest:
         """One img2img request of ``area`` alone, as live mode's frames are: the picture there
         with the shown sketch on it, the control cropped alike, the panel's settings
-        (``overrides`` win). It copies only that part of the picture; its result's box is in
-        the crop's coordinates."""
+        (``overrides`` win); scaled down to ``max_side`` when larger. It copies only that part
+        of the picture; its result covers the request's image, not the picture's pixels."""
         document = self.document
         assert document is not None
+        view = area_view(document, area, max_side)
         s = self.panel.settings()
         fields = _fields(Mode.IMG2IMG, s)
-        if document.sketch is not None and document.sketch_visible:
-            image = flatten_sketch(document, area)
-        else:
-            image = document.image[area.slices].copy()
-        fields.update(image=image, controls=self.controls(area), seed=s["seed"] or 0)
+        image = flatten_sketch(view) if view.sketch is not None and view.sketch_visible else None
+        fields.update(
+            image=view.image if image is None else image,
+            controls=document_controls(view, s.get("control")),
+            seed=s["seed"] or 0,
+        )
         fields.update(overrides)
         return GenerationRequest(**fields)
 
