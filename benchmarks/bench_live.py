@@ -1,14 +1,12 @@
 """Live mode: stroke-to-frame latency and the GUI thread's longest gap during a drawing session.
 
-A scripted session paints strokes on the document's sketch layer on the GUI thread (one dab per
-8 ms timer tick, as pointer events would come), tells the ``LiveController`` at each stroke's
-end, and pauses a while between strokes. For each stroke: the time from its end to the first
-live frame that includes it (``frame_ready`` of a frame whose change number is at least the
-stroke's). Meanwhile a 5 ms timer on the GUI thread records its ticks: the longest gap between
-two ticks is how long the GUI thread was held (target <= 16 ms, one frame at 60 Hz).
-
-The frame is timed to ``frame_ready``, not yet to the canvas's paint: the overlay is wired into
-the window separately (add the paint when it is).
+A scripted session draws strokes with the brush in a real editor window: mouse events on its
+canvas (one per 8 ms timer tick, as a tablet's would come), pauses between strokes, live mode
+(F5) on, the fake or a tiny engine behind it. For each stroke: the time from its end (the mouse
+release) to the canvas's first paint after the first live frame that includes it. Meanwhile a
+5 ms timer on the GUI thread records its ticks: the longest gap between two ticks is how long
+the GUI thread was held (target <= 16 ms, one frame at 60 Hz). The same session is drawn once
+with live mode off first, so the two gaps compare side by side.
 
     python benchmarks/bench_live.py                      # the fake engine (4 steps x 20 ms)
     python benchmarks/bench_live.py --engine tiny        # a tiny random SD 1.5 model on the CPU
@@ -184,58 +182,98 @@ def main() -> int:
     os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     sys.path.insert(0, str(ROOT))
-    import numpy as np
-    from PySide6.QtCore import QEventLoop, Qt, QTimer
     from PySide6.QtWidgets import QApplication
-
-    from sdstudio.core.brush import BrushSettings, Tool
-    from sdstudio.core.document import Document
-    from sdstudio.core.request import GenerationRequest, Mode, Scheduler
-    from sdstudio.qt.live import LiveController
-    from sdstudio.qt.worker import GenerationWorker
 
     app = QApplication(sys.argv[:1])
     tmp = tempfile.TemporaryDirectory()
     factory = engine_factory(args.engine, args.step_ms, tmp.name)
     model = getattr(factory, "model", "fake")
+    off = drawing_session(app, args, factory, model, tmp.name, live_on=False)
+    on = drawing_session(app, args, factory, model, tmp.name, live_on=True)
+    tmp.cleanup()
+    if on is None:
+        return 1
+    print(
+        f"engine: {args.engine} ({model}), picture {args.size}x{args.size}, {args.strokes} "
+        f"strokes drawn through the window's canvas, first frame (warm-up) {on['warm']:.3f} s"
+    )
+    if on["failures"]:
+        print(f"failures: {len(on['failures'])}; the first: {on['failures'][0]}")
+    latencies = on["latencies"]
+    if latencies:
+        print(
+            f"stroke-to-frame latency (stroke end to the frame painted on the canvas): median "
+            f"{statistics.median(latencies):.0f} ms, p95 {percentile(latencies, 0.95):.0f} ms "
+            f"({len(latencies)} strokes, {on['frames']} frames, median frame time "
+            f"{1e3 * (on['frame_time'] or 0):.0f} ms)"
+        )
+    else:
+        print("stroke-to-frame latency: no frame arrived")
+    for name, result in (("live off", off), ("live on", on)):
+        gaps = result["gaps"]
+        print(
+            f"GUI thread while drawing, {name}: longest gap {max(gaps, default=0):.1f} ms "
+            f"(target <= {TARGET_GAP_MS:.0f} ms), p99 {percentile(gaps, 0.99) if gaps else 0:.1f}"
+            f" ms, gaps over target: {sum(g > TARGET_GAP_MS for g in gaps)} of {len(gaps)}"
+        )
+    return 0
+
+
+def drawing_session(app, args, factory, model: str, folder: str, live_on: bool):
+    """The scripted drawing session in a real editor window: mouse strokes on its canvas with
+    the brush, live mode on or off. Returns the latencies and the GUI thread's tick gaps."""
+    import numpy as np
+    from PySide6.QtCore import QEvent, QEventLoop, QPointF, QSettings, Qt, QTimer
+    from PySide6.QtGui import QMouseEvent
+
+    from sdstudio.core.document import Document
+    from sdstudio.qt.canvas import CanvasTool
+    from sdstudio.qt.main_window import MainWindow
+
+    settings = QSettings(str(Path(folder) / f"bench{int(live_on)}.ini"), QSettings.Format.IniFormat)
+    window = MainWindow(settings=settings, engine_factory=factory)
+    window.confirm_discard = lambda: True
+    window.resize(1000, 700)
+    window.show()
     size = args.size
     y, x = np.mgrid[0:size, 0:size]
-    document = Document(np.stack([x * 2, y * 2, (x + y)], axis=2).astype(np.uint8))
-
-    def build_request() -> GenerationRequest:
-        # What the window's build_request will add: the live area only, the sketch as control.
-        return GenerationRequest(
-            mode=Mode.IMG2IMG,
-            image=document.image,
-            prompt="a landscape",
-            model=model,
-            seed=1,
-            steps=8,
-            strength=0.5,
-            scheduler=Scheduler.EULER,
-        )
-
-    worker = GenerationWorker(factory)
-    worker.start()
-    live = LiveController(worker, build_request)
-    frames: list[tuple[float, int]] = []  # arrival, change number
-    failures: list[str] = []
-    live.frame_ready.connect(lambda _f: frames.append((time.perf_counter(), live.frame_version)))
-    live.failed.connect(failures.append)
+    window.set_document(Document(np.stack([x * 2, y * 2, (x + y)], axis=2).astype(np.uint8)))
+    window.panel.apply(
+        {"prompt": "a landscape", "model": model, "steps": 8, "seed": 1, "live_strength": 0.5}
+    )
+    window.set_tool(CanvasTool.PAINT)
+    window.set_brush_size(max(4.0, size / 16))
+    canvas, live = window.canvas, window.live.controller
 
     def run_until(done, timeout_s: float) -> None:
         deadline = time.perf_counter() + timeout_s
         while not done() and time.perf_counter() < deadline:
             app.processEvents(QEventLoop.ProcessEventsFlag.AllEvents, 5)
 
-    # warm up: the engine starts and the model loads before the session
-    live.set_enabled(True)
-    run_until(lambda: bool(frames) or bool(failures), 600)
-    if failures:
-        print("the first live frame failed:", failures[0])
-        return 1
-    run_until(lambda: not live.is_busy(), 60)
-    warm_frame_s = live.scheduler.last_frame_time
+    paints: list[float] = []  # when the canvas painted
+    frames: list[tuple[float, int]] = []  # when a frame went to the canvas, its change number
+    failures: list[str] = []
+    paint = canvas.paintEvent
+
+    def timed_paint(event) -> None:
+        paint(event)
+        paints.append(time.perf_counter())
+
+    canvas.paintEvent = timed_paint
+    live.frame_ready.connect(lambda _f: frames.append((time.perf_counter(), live.frame_version)))
+    live.failed.connect(failures.append)
+    warm = 0.0
+    if live_on:
+        window.live.set_enabled(True)  # warm up: the model loads, a first stroke, its frame
+        send = _mouse_sender(canvas, QMouseEvent, QEvent, QPointF, Qt)
+        send("press", 2, 2)
+        send("release", 6, 6)
+        run_until(lambda: bool(frames) or bool(failures), 600)
+        if failures:
+            print("the first live frame failed:", failures[0])
+            return None
+        run_until(lambda: not live.is_busy(), 60)
+        warm = live.scheduler.last_frame_time or 0.0
 
     ticks: list[float] = []
     meter = QTimer()
@@ -243,83 +281,95 @@ def main() -> int:
     meter.setInterval(5)
     meter.timeout.connect(lambda: ticks.append(time.perf_counter()))
     meter.start()
-
     rng = random.Random(args.seed)
-    brush = BrushSettings(size=max(4.0, size / 16))
+    send = _mouse_sender(canvas, QMouseEvent, QEvent, QPointF, Qt)
     ends: list[tuple[float, int]] = []  # stroke end, change number
-    script = {"stroke": 0, "dabs": 0, "stroke_obj": None, "resume": 0.0}
+    script = {"stroke": 0, "dabs": 0, "drawing": False, "resume": 0.0}
     dab_timer = QTimer()
     dab_timer.setTimerType(Qt.TimerType.PreciseTimer)
     dab_timer.setInterval(8)
 
-    def dab() -> None:
+    def dab() -> None:  # one pointer event per 8 ms tick, as a tablet's would come
         now = time.perf_counter()
         if now < script["resume"]:
             return  # pausing between strokes
-        if script["stroke_obj"] is None:
+        if not script["drawing"]:
             if script["stroke"] >= args.strokes:
                 dab_timer.stop()
                 return
-            script["stroke_obj"] = document.begin_stroke(Tool.PAINT, brush, (255, 255, 255))
+            script["drawing"] = True
             script["dabs"] = rng.randint(10, 40)  # 80..320 ms of drawing
             script["pos"] = (rng.uniform(0, size), rng.uniform(0, size))
             script["dir"] = (rng.uniform(-3, 3), rng.uniform(-3, 3))
+            send("press", *script["pos"])
+            return
         px, py = script["pos"]
-        script["stroke_obj"].add(px, py, pressure=rng.uniform(0.5, 1.0))
         script["pos"] = (
             min(size - 1, max(0, px + script["dir"][0])),
             min(size - 1, max(0, py + script["dir"][1])),
         )
+        send("move", *script["pos"])
         script["dabs"] -= 1
         if script["dabs"] <= 0:
-            script["stroke_obj"].end()
-            script["stroke_obj"] = None
+            send("release", *script["pos"])  # the canvas ends the stroke: live hears of it
+            script["drawing"] = False
             script["stroke"] += 1
-            live.notify_changed()
             ends.append((time.perf_counter(), live.version))
             script["resume"] = time.perf_counter() + rng.uniform(0.1, 0.6)
 
     dab_timer.timeout.connect(dab)
-    session_begin = time.perf_counter()
     first_frame = len(frames)
     dab_timer.start()
     run_until(lambda: len(ends) >= args.strokes and not live.is_busy(), 600)
-    session_end = time.perf_counter()
+    run_until(lambda: False, 0.1)  # the last frame's paint
     meter.stop()
-
-    session_frames = frames[first_frame:]
     latencies = []
+    session_frames = frames[first_frame:]
     for end, version in ends:
         arrivals = [t for t, v in session_frames if v >= version and t >= end]
         if arrivals:
-            latencies.append((arrivals[0] - end) * 1e3)
-    gaps = [(b - a) * 1e3 for a, b in zip(ticks, ticks[1:], strict=False)]
-    live.set_enabled(False)
-    worker.shutdown()
+            painted = [t for t in paints if t >= arrivals[0]]
+            if painted:
+                latencies.append((painted[0] - end) * 1e3)
+    result = {
+        "warm": warm,
+        "latencies": latencies,
+        "frames": len(session_frames),
+        "frame_time": live.scheduler.frame_time(),
+        "failures": failures,
+        "gaps": [(b - a) * 1e3 for a, b in zip(ticks, ticks[1:], strict=False)],
+    }
+    window.live.shutdown()
+    window.generation.shutdown()
+    window.fill.shutdown()
+    window.close()
+    return result
 
-    runs = len(session_frames)
-    print(
-        f"engine: {args.engine} ({model}), picture {size}x{size}, {args.strokes} strokes over "
-        f"{session_end - session_begin:.1f} s, first frame (warm-up) {warm_frame_s or 0:.3f} s"
-    )
-    if failures:
-        print(f"failures: {len(failures)}; the first: {failures[0]}")
-    if latencies:
-        print(
-            f"stroke-to-frame latency: median {statistics.median(latencies):.0f} ms, "
-            f"p95 {percentile(latencies, 0.95):.0f} ms ({len(latencies)} strokes, {runs} frames, "
-            f"median frame time {1e3 * (live.scheduler.frame_time() or 0):.0f} ms)"
+
+def _mouse_sender(canvas, QMouseEvent, QEvent, QPointF, Qt):  # noqa: N803 - Qt classes passed in
+    from PySide6.QtWidgets import QApplication
+
+    kinds = {
+        "press": QEvent.Type.MouseButtonPress,
+        "move": QEvent.Type.MouseMove,
+        "release": QEvent.Type.MouseButtonRelease,
+    }
+
+    def send(kind: str, x: float, y: float) -> None:
+        point = canvas.to_widget(QPointF(x, y))
+        button = Qt.MouseButton.NoButton if kind == "move" else Qt.MouseButton.LeftButton
+        buttons = Qt.MouseButton.NoButton if kind == "release" else Qt.MouseButton.LeftButton
+        event = QMouseEvent(
+            kinds[kind],
+            point,
+            canvas.mapToGlobal(point),
+            button,
+            buttons,
+            Qt.KeyboardModifier.NoModifier,
         )
-    else:
-        print("stroke-to-frame latency: no frame arrived")
-    longest = max(gaps, default=0.0)
-    print(
-        f"GUI thread longest gap {longest:.1f} ms (target <= {TARGET_GAP_MS:.0f} ms), "
-        f"p99 {percentile(gaps, 0.99) if gaps else 0:.1f} ms, gaps over target: "
-        f"{sum(g > TARGET_GAP_MS for g in gaps)} of {len(gaps)}"
-    )
-    tmp.cleanup()
-    return 0
+        QApplication.sendEvent(canvas, event)
+
+    return send
 
 
 if __name__ == "__main__":
