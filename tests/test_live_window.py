@@ -214,3 +214,50 @@ def test_a_large_area_is_scaled_down_for_frames_and_kept_at_full_size(
     assert (document.image[:, :, :3] == (0, 200, 0)).all()  # the frame, at full size
     window.undo()
     np.testing.assert_array_equal(document.image, photo)
+
+
+class NotingEngine(FakeEngine):
+    """Its results carry a note, as the engine's do when the fast path fell back."""
+
+    def run(self, request, cancel):
+        import dataclasses
+
+        from sdstudio.engine.events import Finished
+
+        for event in super().run(request, cancel):
+            if isinstance(event, Finished):
+                event = dataclasses.replace(event, notes=("The fast path is off: compile failed.",))
+            yield event
+
+
+def test_an_engine_note_reaches_the_status_bar(qtbot, tmp_path, photo, edge_mask):
+    settings = QSettings(str(tmp_path / "n.ini"), QSettings.Format.IniFormat)
+    engine = NotingEngine(steps=2)
+    window = MainWindow(settings=settings, engine_factory=lambda: engine)
+    window.confirm_discard = lambda: True
+    qtbot.addWidget(window)
+    said: list[str] = []
+    window.session.status.connect(said.append)
+    window.live.status.connect(said.append)
+    document = open_photo(qtbot, window, tmp_path, photo)
+    document.set_mask(edge_mask)
+    window.generate()
+    qtbot.waitUntil(lambda: len(window.session.candidates) == 1, timeout=10000)
+    assert any("compile failed" in line for line in said)
+    said.clear()
+    document.set_mask(np.zeros_like(edge_mask))
+    window.live.set_enabled(True)
+    stroke(window, 40)
+    qtbot.waitUntil(lambda: window.canvas.live_frame is not None, timeout=10000)
+    assert any(line.startswith("Live: ") and "compile failed" in line for line in said)
+    window.live.shutdown()
+    window.generation.shutdown()
+    window.fill.shutdown()
+
+
+def test_a_controlnet_chosen_in_the_library_switches_control_on(live_window, tmp_path):
+    window = live_window
+    folder = str(tmp_path / "my-controlnet")
+    window._use_controlnet(folder)
+    control = window.panel.settings()["control"]
+    assert control is not None and control["reference"] == folder

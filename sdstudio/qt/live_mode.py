@@ -173,7 +173,9 @@ class LiveMode(QObject):
         if area is None:
             return
         self.canvas.set_live(qimage_of(frame.patch), placed(frame, area))
-        if self._failing:  # the last word in the status bar was a failure: it is over
+        if frame.notes:  # e.g. the fast path fell back to the plain one
+            self.status.emit("Live: " + " ".join(frame.notes))
+        elif self._failing:  # the last word in the status bar was a failure: it is over
             self._failing = False
             self.status.emit("Live: the frame follows again (Enter keeps it).")
 

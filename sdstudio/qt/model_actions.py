@@ -78,6 +78,7 @@ class ModelActions:
         dialog = ModelLibraryDialog(self.settings, self, model=self.panel.settings()["model"])
         dialog.model_chosen.connect(self._use_model)
         dialog.lora_chosen.connect(self._insert_lora)
+        dialog.controlnet_chosen.connect(self._use_controlnet)
         dialog.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
         dialog.finished.connect(
             lambda _r: setattr(self, "models_folder", models_folder(self.settings))
@@ -93,6 +94,15 @@ class ModelActions:
         self.panel.add_recent_model(reference)
         self.panel.apply({"model": reference})
         self.statusBar().showMessage(f"Model: {reference}", 5000)
+
+    def _use_controlnet(self, reference: str) -> None:
+        self.panel.control.choose(reference)
+        self.panel.control.setChecked(True)
+        self.statusBar().showMessage(
+            f"ControlNet: {reference}. Control is on in the Generate panel: the Sketch layer "
+            "steers the next generation (or live mode, F5).",
+            8000,
+        )
 
     def _insert_lora(self, tag: str) -> None:
         prompt = self.panel.settings()["prompt"].rstrip()

@@ -296,6 +296,8 @@ class EditorSession(QObject):
                 f" The oldest {dropped} result(s) were dropped to keep the results within "
                 f"{budget} MiB (memory/results_mib in the settings)."
             )
+        if result.notes:  # e.g. the fast path fell back to the plain one
+            message += " " + " ".join(result.notes)
         self.status.emit(message)
 
     def kept_results(self) -> list[tuple[np.ndarray, int, int, dict]]:
