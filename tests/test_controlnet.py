@@ -245,3 +245,44 @@ def test_controls_in_a_request_are_checked_and_frozen():
         mask = np.full((64, 64), 255, np.uint8)
         GenerationRequest(Mode.REMOVE, image=sketch(), mask=mask, controls=(control,))
     assert GenerationRequest(Mode.TXT2IMG, controls=(control,)).controls == (control,)
+
+
+def test_the_inpaint_control_marks_the_area_to_regenerate():
+    from sdstudio.engine.diffusion.controlnet import inpaint_condition
+
+    rgb = np.full((8, 6, 3), 51, np.uint8)
+    mask = np.zeros((8, 6), np.uint8)
+    mask[2:5, 1:3] = 255
+    tensor = inpaint_condition(rgb, mask)
+    assert tuple(tensor.shape) == (1, 3, 8, 6)
+    values = tensor[0].numpy().transpose(1, 2, 0)
+    assert (values[mask > 0] == -1.0).all()
+    np.testing.assert_allclose(values[mask == 0], 0.2)
+
+
+def test_an_inpaint_control_reaches_the_pipeline_marked_and_keeps_unmasked_pixels(
+    engine, sd1_model, sd1_controlnet, photo, edge_mask, monkeypatch
+):
+    from sdstudio.engine.diffusion import engine as engine_module
+
+    seen = []
+    real = engine_module.inpaint_condition
+
+    def spy(rgb, mask):
+        seen.append((rgb, mask))
+        return real(rgb, mask)
+
+    monkeypatch.setattr(engine_module, "inpaint_condition", spy)
+    fields = dict(image=photo, mask=edge_mask, strength=1.0, mask_blur=3, padding=8)
+    control = Control(sd1_controlnet, photo, ControlKind.INPAINT)
+    done = run(engine, sd1_model, Mode.INPAINT, controls=[control], **fields)
+    outside = blend_alpha(edge_mask, 3) == 0
+    np.testing.assert_array_equal(done.composite(photo)[outside], photo[outside])
+    ((rgb, mask),) = seen
+    assert rgb.shape[:2] == mask.shape[:2] and 0 < (mask > 127).mean() < 1  # the hole, cropped
+
+
+def test_the_inpaint_control_needs_an_inpaint(photo):
+    control = Control("some/controlnet", photo, ControlKind.INPAINT)
+    with pytest.raises(RequestError, match="erase that area"):
+        GenerationRequest(mode=Mode.IMG2IMG, image=photo, controls=(control,))

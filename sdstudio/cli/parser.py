@@ -61,7 +61,8 @@ def _add_control_options(parser: argparse.ArgumentParser) -> None:
         "--control-kind",
         choices=[k.value for k in ControlKind],
         default=ControlKind.SCRIBBLE.value,
-        help="canny: use the edges of IMAGE; the others use IMAGE as it is (default scribble)",
+        help="canny: use the edges of IMAGE; inpaint (inpaint only): IMAGE with the mask marked "
+        "on it; the others use IMAGE as it is (default scribble)",
     )
     for name, default, what in (
         ("strength", 1.0, "how strongly the control steers, 0-2"),

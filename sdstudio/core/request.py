@@ -78,6 +78,9 @@ class ControlKind(Enum):
     """Any picture: its edges are found with OpenCV's Canny detector."""
     TILE = "tile"
     """The picture itself, used as it is (a tile/blur ControlNet keeps its layout)."""
+    INPAINT = "inpaint"
+    """The picture with the area to regenerate marked (an inpaint ControlNet fills it in keeping
+    with the rest); the engine marks the request's mask on it, so only an inpaint takes it."""
 
 
 MAX_CONTROL_STRENGTH = 2.0
@@ -256,6 +259,14 @@ class GenerationRequest:
             raise RequestError(
                 "Remove takes no control: it fills from the surroundings. Use inpaint with a "
                 "prompt to steer the new content with a sketch."
+            )
+        if self.mode is not Mode.INPAINT and any(
+            c.kind is ControlKind.INPAINT for c in self.controls
+        ):
+            raise RequestError(
+                "The inpaint control marks the area to regenerate, and this "
+                f"{self.mode.value} has none: erase that area with the eraser (E) first, or "
+                "choose another control kind."
             )
 
     def with_(self, **changes) -> GenerationRequest:

@@ -68,6 +68,11 @@ KINDS: dict[ControlKind, tuple[str, str]] = {
         "The picture itself as shown: keeps its layout and colours while details change. "
         "For a tile/blur ControlNet.",
     ),
+    ControlKind.INPAINT: (
+        "Inpaint",
+        "The picture with the erased area marked, for an inpaint ControlNet: it fills the area "
+        "in keeping with the rest, with any model of its family. Inpaint mode only (erase first).",
+    ),
 }
 SKETCH_KINDS = frozenset({ControlKind.SCRIBBLE, ControlKind.LINEART})
 # key: (minimum, maximum, step, default, tooltip)

@@ -2,7 +2,8 @@
 
 Scribble and line art take the Sketch layer (white strokes on black, whether it is shown or
 hidden: hiding the sketch shows the picture while the sketch still steers); canny and tile take
-the picture as shown (with the sketch over it while the sketch is shown). The image covers the
+the picture as shown (with the sketch over it while the sketch is shown); inpaint takes the
+picture itself, as an inpaint keeps it (the engine marks the area to regenerate on it). The image covers the
 whole picture unless a box is given; the engine crops it like the picture.
 """
 
@@ -38,6 +39,8 @@ def document_controls(
         image = sketch_control_image(document, box)
         if not image.any():
             raise RequestError(EMPTY_SKETCH)
+    elif kind is ControlKind.INPAINT:  # the picture an inpaint keeps; the engine marks the hole
+        image = to_rgb8(document.image if box is None else document.image[box.slices])
     elif document.sketch is not None and document.sketch_visible:
         image = to_rgb8(flatten_sketch(document, box))
     else:

@@ -277,3 +277,14 @@ def control_image(
         edges = cv2.Canny(image, *CANNY_THRESHOLDS)
         image = np.repeat(edges[:, :, None], 3, axis=2)
     return image
+
+
+def inpaint_condition(rgb: np.ndarray, mask: np.ndarray) -> Any:
+    """An inpaint ControlNet's image: ``rgb`` (H x W x 3 uint8) in [0, 1] with the pixels
+    ``mask`` marks (H x W, over half on) set to -1, as a 1 x 3 x H x W float tensor (the form
+    the ControlNet inpaint model was trained on; the pipeline keeps tensors as they are)."""
+    import torch
+
+    image = rgb.astype(np.float32) / 255.0
+    image[mask > 127] = -1.0
+    return torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1)))[None]

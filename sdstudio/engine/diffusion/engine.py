@@ -19,7 +19,7 @@ from sdstudio.core.metadata import format_parameters
 from sdstudio.core.paths import embeddings_dir, loras_dir, models_dir
 from sdstudio.core.pixels import to_rgb8
 from sdstudio.core.region import Box, generation_size
-from sdstudio.core.request import GenerationRequest, Mode
+from sdstudio.core.request import ControlKind, GenerationRequest, Mode
 from sdstudio.engine import inpaint
 from sdstudio.engine.classical import fill_crop
 from sdstudio.engine.compositing import blend_patch, resize_rgb
@@ -33,6 +33,7 @@ from sdstudio.engine.diffusion.controlnet import (
     ControlNetInfo,
     check_family,
     control_image,
+    inpaint_condition,
     resolve_controlnet,
 )
 from sdstudio.engine.diffusion.decoding import run_and_decode
@@ -268,7 +269,13 @@ def _control_inputs(request: GenerationRequest, box: Box, kwargs: dict[str, Any]
     # img2img has no width and height: the picture's region at the generation size is the size
     size = (kwargs["width"], kwargs["height"]) if "width" in kwargs else kwargs["image"].size
     picture = None if request.image is None else request.image.shape[1::-1]
-    images = [_pil(control_image(c, size, picture, box)) for c in request.controls]
+    images = []
+    for control in request.controls:
+        image = control_image(control, size, picture, box)
+        if control.kind is ControlKind.INPAINT:  # the request checked it is an inpaint
+            images.append(inpaint_condition(image, np.asarray(kwargs["mask_image"])))
+        else:
+            images.append(_pil(image))
     values = {
         "image" if request.mode is Mode.TXT2IMG else "control_image": images,
         "controlnet_conditioning_scale": [float(c.strength) for c in request.controls],

@@ -63,8 +63,8 @@ CONTROLNET_PRESETS = (
     _sd15(
         "ControlNet SD 1.5 inpaint",
         "control_v11p_sd15_inpaint",
-        "Helps a plain SD 1.5 model inpaint in keeping with the surroundings; SD Studio gives it "
-        "the picture as it is (use it with the tile control kind).",
+        "Helps a plain SD 1.5 model inpaint in keeping with the surroundings: use it with the "
+        "Inpaint control kind (the erased area is marked for it).",
     ),
     Preset(
         "ControlNet SDXL scribble",
