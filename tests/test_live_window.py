@@ -66,7 +66,8 @@ def test_the_picture_follows_each_stroke_and_stays_unchanged(qtbot, live_window,
     before = document.image.copy()
     window.live.action.trigger()  # F5
     assert window.live.enabled and window.panel.live_button.isChecked()
-    for n, y in enumerate((30, 60, 90), start=1):
+    wait_frame(qtbot, window, 1)  # switching on shows the current state once
+    for n, y in enumerate((30, 60, 90), start=2):
         stroke(window, y)
         wait_frame(qtbot, window, n)
         request = frames(window)[-1]
@@ -261,3 +262,17 @@ def test_a_controlnet_chosen_in_the_library_switches_control_on(live_window, tmp
     window._use_controlnet(folder)
     control = window.panel.settings()["control"]
     assert control is not None and control["reference"] == folder
+
+
+def test_an_eraser_stroke_starts_no_frame(qtbot, live_window, tmp_path, photo):
+    """A live frame ignores the mask, so marking it must not cost a frame."""
+    window = live_window
+    open_photo(qtbot, window, tmp_path, photo)
+    window.live.set_enabled(True)
+    wait_frame(qtbot, window, 1)  # switching on shows the current state once
+    window.set_tool(CanvasTool.ERASE)
+    drag(window.canvas, [(20, 40), (90, 40)])
+    qtbot.wait(400)
+    assert len(frames(window)) == 1
+    stroke(window, 60)
+    wait_frame(qtbot, window, 2)

@@ -190,7 +190,9 @@ class MainWindow(WindowActions, ModelActions, FileHandling, Autosave, QMainWindo
         self.canvas.region_changed.connect(lambda _box: self._update_mode())
         live = self.live
         live.status.connect(lambda text: self.statusBar().showMessage(text))
-        self.canvas.stroke_finished.connect(live.changed)
+        self.canvas.stroke_finished.connect(
+            lambda: live.changed() if self.canvas.tool is CanvasTool.PAINT else None
+        )  # the eraser's and restore's strokes change the mask, which a live frame ignores
         self.panel.changed.connect(live.changed)
         self.panel.live_toggled.connect(live.set_enabled)
         live.action.toggled.connect(self.panel.set_live)
