@@ -104,12 +104,10 @@ Scan = Callable[[Path], Sequence[Any]]
 
 
 def scan_installed(models: Path) -> list[Any]:
-    """The ControlNets in the models folder (``engine.models.controlnets``); none when that
-    module or the folder cannot be read."""
-    try:
-        from sdstudio.engine.models.controlnets import scan_controlnets
-    except ImportError:  # not there yet: only browsed ControlNets are offered
-        return []
+    """The ControlNets in the models folder and the hub cache (``engine.models.controlnets``,
+    imported when first needed); none when the folder cannot be read."""
+    from sdstudio.engine.models.controlnets import scan_controlnets
+
     try:
         return list(scan_controlnets(models))
     except (OSError, SDStudioError):
