@@ -276,3 +276,14 @@ def test_an_eraser_stroke_starts_no_frame(qtbot, live_window, tmp_path, photo):
     assert len(frames(window)) == 1
     stroke(window, 60)
     wait_frame(qtbot, window, 2)
+
+
+def test_the_panels_seed_wins_and_a_new_one_gives_a_new_frame(qtbot, live_window, tmp_path, photo):
+    window = live_window
+    open_photo(qtbot, window, tmp_path, photo)
+    window.panel.apply({"seed": 1234})
+    window.live.set_enabled(True)
+    wait_frame(qtbot, window, 1)
+    assert frames(window)[-1].seed == 1234
+    window.panel.apply({"seed": 99})  # the panel says a setting changed: a new frame follows
+    qtbot.waitUntil(lambda: frames(window)[-1].seed == 99, timeout=10000)

@@ -97,12 +97,11 @@ class LiveMode(QObject):
         c.frame_ready.connect(self._show)
         c.frame_cleared.connect(lambda: self.canvas.set_live(None))
         c.busy_changed.connect(lambda _busy: self._update_label())
-        c.frame_time.connect(lambda _seconds: self._update_label())
+        c.frame_time.connect(self._frame_time)
         c.failed.connect(self._failed)
         self._last_time: float | None = None
         self._failing = False
         self._kept = 0
-        c.frame_time.connect(self._frame_time)
         self.worker.start()
 
     # -- switching ------------------------------------------------------------------------------
@@ -118,11 +117,10 @@ class LiveMode(QObject):
         if on == self.controller.enabled:
             return
         if on:
-            panel_seed = self.window.panel.settings()["seed"]
-            self.seed = panel_seed if panel_seed is not None else random_seed()
+            self.seed = random_seed()  # while the panel says Random; its own seed wins
             self._last_time, self._failing, self._kept = None, False, 0
             self.status.emit(
-                f"Live mode on (seed {self.seed}): draw with the brush (B); the picture follows "
+                f"Live mode on (seed {self._seed()}): draw with the brush (B); the picture follows "
                 "each stroke. Enter keeps the frame, Shift+Enter adds it to the results, F5 leaves."
             )
         self.controller.set_enabled(on)
@@ -135,6 +133,11 @@ class LiveMode(QObject):
                 else "Live mode off: the picture is as it was."
             )
         self._update_label()
+
+    def _seed(self) -> int:
+        """The panel's seed when it has one, else the one drawn when live mode went on."""
+        seed = self.window.panel.settings()["seed"]
+        return seed if seed is not None else (self.seed or 0)
 
     def changed(self) -> None:
         """Something the frame depends on changed (a stroke, the prompt, a setting, undo)."""
@@ -155,7 +158,7 @@ class LiveMode(QObject):
         strength = float(self.window.panel.settings().get("live_strength", 0.5))
         try:
             request = self.session.area_request(
-                area, LIVE_MAX_SIDE, strength=strength, seed=self.seed, live=True
+                area, LIVE_MAX_SIDE, strength=strength, seed=self._seed(), live=True
             )
         except RequestError as error:
             if str(error) == EMPTY_SKETCH:  # the control's sketch is not drawn yet: wait for it
@@ -212,6 +215,7 @@ class LiveMode(QObject):
 
     def _frame_time(self, seconds: float) -> None:
         self._last_time = seconds
+        self._update_label()
 
     def _failed(self, message: str) -> None:
         self._failing = True
