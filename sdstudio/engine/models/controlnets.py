@@ -17,7 +17,7 @@ from sdstudio.core.errors import SDStudioError
 from sdstudio.core.request import ModelFamily
 from sdstudio.engine.diffusion.controlnet import CONFIG, resolve_controlnet
 from sdstudio.engine.models.folders import PICKLE_SUFFIXES, pickle_refusal
-from sdstudio.engine.models.library import Preset
+from sdstudio.engine.models.library import Preset, hub_cache_snapshots
 
 log = logging.getLogger(__name__)
 
@@ -149,24 +149,10 @@ def _config_class(folder: Path) -> str | None:
 def scan_hub_cache() -> list[ControlNetEntry]:
     """ControlNets already in the huggingface_hub cache (repos whose config.json is a
     ControlNet's), by repo id: the engine finds them there offline."""
-    try:
-        from huggingface_hub import constants, scan_cache_dir
-
-        cache = scan_cache_dir(constants.HF_HUB_CACHE)  # read now, not when the hub was imported
-    except Exception as error:  # noqa: BLE001 - no cache yet, unreadable cache
-        log.info("no hub cache to scan: %s", error)
-        return []
-    entries = []
-    for repo in sorted(cache.repos, key=lambda r: r.repo_id.lower()):
-        if repo.repo_type != "model":
-            continue
-        for revision in repo.revisions:
-            folder = Path(revision.snapshot_path)
-            if _config_class(folder) in CONTROLNET_CLASSES:
-                size = _weights_size(folder)
-                entries.append(_entry(folder, repo.repo_id, repo.repo_id, "hub cache", size))
-                break
-    return entries
+    return [
+        _entry(folder, repo_id, repo_id, "hub cache", _weights_size(folder))
+        for repo_id, folder in hub_cache_snapshots(lambda f: _config_class(f) in CONTROLNET_CLASSES)
+    ]
 
 
 def scan_controlnets(models: Path) -> list[ControlNetEntry]:

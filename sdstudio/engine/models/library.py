@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -236,8 +237,9 @@ def scan_folder(models: Path) -> list[ModelEntry]:
     return entries
 
 
-def scan_hub_cache() -> list[ModelEntry]:
-    """Diffusers models already in the huggingface_hub cache (usable offline)."""
+def hub_cache_snapshots(wanted: Callable[[Path], bool]) -> list[tuple[str, Path]]:
+    """Model repos in the huggingface_hub cache (usable offline), sorted by id: each repo id
+    with its first snapshot folder that ``wanted`` accepts."""
     try:
         from huggingface_hub import constants, scan_cache_dir
 
@@ -245,16 +247,24 @@ def scan_hub_cache() -> list[ModelEntry]:
     except Exception as error:  # noqa: BLE001 - no cache yet, unreadable cache
         log.info("no hub cache to scan: %s", error)
         return []
-    entries = []
+    found = []
     for repo in sorted(cache.repos, key=lambda r: r.repo_id.lower()):
         if repo.repo_type != "model":
             continue
         for revision in repo.revisions:
             folder = Path(revision.snapshot_path)
-            if (folder / "model_index.json").is_file():
-                entries.append(_folder_entry(folder, repo.repo_id, "hub cache", repo.repo_id))
+            if wanted(folder):
+                found.append((repo.repo_id, folder))
                 break
-    return entries
+    return found
+
+
+def scan_hub_cache() -> list[ModelEntry]:
+    """Diffusers models already in the huggingface_hub cache (usable offline)."""
+    return [
+        _folder_entry(folder, repo_id, "hub cache", repo_id)
+        for repo_id, folder in hub_cache_snapshots(lambda f: (f / "model_index.json").is_file())
+    ]
 
 
 def scan_library(models: Path) -> list[ModelEntry]:
