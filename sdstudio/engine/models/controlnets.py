@@ -9,7 +9,6 @@ Generate panel passes to the engine (a folder or file path, or a hub id found in
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,8 +17,6 @@ from sdstudio.core.request import ModelFamily
 from sdstudio.engine.diffusion.controlnet import CONFIG, resolve_controlnet
 from sdstudio.engine.models.folders import PICKLE_SUFFIXES, pickle_refusal
 from sdstudio.engine.models.library import Preset, hub_cache_snapshots
-
-log = logging.getLogger(__name__)
 
 CONTROLNET_FOLDER = "controlnet"
 CONTROLNET_CLASSES = {"ControlNetModel", "ControlNetUnionModel", "ControlNetXSAdapter"}
