@@ -12,7 +12,7 @@ import pytest
 
 from sdstudio.core.request import GenerationRequest, Mode, ModelFamily
 from sdstudio.engine.diffusion.devices import DevicePlan, FastOptions, fast_options
-from sdstudio.engine.diffusion.fastpath import FastPath
+from sdstudio.engine.diffusion.fastpath import PREPARING, FastPath
 from sdstudio.engine.events import Finished, Preview
 
 CPU = DevicePlan("cpu", "float32")
@@ -223,12 +223,16 @@ def test_a_shape_compiles_after_its_first_eager_run_and_a_new_shape_starts_eager
     compiler = CountingCompiler()
     engine = _engine(FastPath(compiler, allow_cpu=True))
     try:
-        first = _finish(engine, _txt2img(sd1_model)).patch
+        first_run = _finish(engine, _txt2img(sd1_model))
+        first = first_run.patch
+        assert first_run.notes == (PREPARING,)  # the person learns why the next run waits
         unet = _unet_wrapper(engine)
         # the first run was eager; its shape compiled after it (one warm-up call per module)
         assert compiler.made == ["UNet2DConditionModel", "Decoder"] and compiler.calls == 2
         assert len(unet.ready) == 1 and unet.compiled_calls == 1
-        again = _finish(engine, _txt2img(sd1_model)).patch
+        again_run = _finish(engine, _txt2img(sd1_model))
+        again = again_run.patch
+        assert again_run.notes == ()  # nothing left to prepare for this size
         assert unet.compiled_calls == 1 + 2  # both steps of the same shape ran compiled
         np.testing.assert_allclose(again, first, atol=1)
         _finish(engine, _txt2img(sd1_model, size=128))
@@ -244,7 +248,7 @@ def test_a_failed_compile_falls_back_with_a_note_and_is_not_tried_again(sd1_mode
     engine = _engine(FastPath(compiler, allow_cpu=True))
     try:
         plain = _finish(engine, _txt2img(sd1_model))
-        assert plain.notes == ()
+        assert plain.notes == (PREPARING,)
         second = _finish(engine, _txt2img(sd1_model))  # the failure came after the first run
         assert any("Compiling the UNet failed" in note for note in second.notes)
         np.testing.assert_array_equal(second.patch, plain.patch)  # eager: the same picture

@@ -38,7 +38,7 @@ from sdstudio.engine.diffusion.controlnet import (
 )
 from sdstudio.engine.diffusion.decoding import run_and_decode
 from sdstudio.engine.diffusion.devices import applied_plan
-from sdstudio.engine.diffusion.fastpath import FastPath
+from sdstudio.engine.diffusion.fastpath import PREPARING, FastPath
 from sdstudio.engine.diffusion.pipelines import PipelineCache, Task
 from sdstudio.engine.diffusion.prompts import encode_prompt, parse_prompt
 from sdstudio.engine.diffusion.tiny_vae import TinyPreviewer, TinyVaes
@@ -218,7 +218,8 @@ class DiffusersEngine:
             request, width=width, height=height, model_name=loaded.info.name
         )
         check_cancel(cancel)
-        emit(Finished(patch, box, parameters, request, self.fast.take_notes()))
+        notes = self.fast.take_notes() + ((PREPARING,) if self.fast.has_pending() else ())
+        emit(Finished(patch, box, parameters, request, notes))
         self.fast.compile_pending()  # shapes first seen in this run, after its result is out
 
 

@@ -41,6 +41,10 @@ from sdstudio.engine.diffusion.devices import DevicePlan, is_out_of_memory
 log = logging.getLogger(__name__)
 
 MAX_SHAPES = 4
+PREPARING = (
+    "Preparing the fast path for this size (once per size): the next run starts when it is ready."
+)
+"""The note a result carries when its shape compiles after it (the next run waits for that)."""
 STEPS = ("channels_last", "fused_qkv", "compile")
 
 
@@ -131,6 +135,10 @@ class FastPath:
         compiled code cannot check a flag mid-graph; cancel still acts between steps)."""
         done = self._done.get(pipe.unet)
         return bool(done and any(w.enabled and not w.failed for w in done.compiled))
+
+    def has_pending(self) -> bool:
+        """Whether the last run saw a shape that ``compile_pending`` will compile."""
+        return any(w.pending for done in self._done.values() for w in done.compiled)
 
     def compile_pending(self) -> dict[str, float]:
         """Compile the shapes first seen in the last run (call it after the run's result is
