@@ -137,7 +137,8 @@ def test_controlnet_presets_are_well_known_diffusers_controlnets_with_their_lice
         assert preset.family is ModelFamily.SD1 and "OpenRAIL" in preset.licence
     xl = by_repo["xinsir/controlnet-scribble-sdxl-1.0"]
     assert xl.family is ModelFamily.SDXL and "Apache" in xl.licence
-    assert not any("union" in p.repo_id.lower() for p in CONTROLNET_PRESETS)  # not run yet
+    union = by_repo["xinsir/controlnet-union-sdxl-1.0"]  # runs since the union pipelines
+    assert union.family is ModelFamily.SDXL and "Apache" in union.licence
     assert all(p.filename is None and p.lora_name is None for p in CONTROLNET_PRESETS)
     assert not any(p.kind == "ControlNet" for p in PRESETS)  # models stay models
 

@@ -229,3 +229,36 @@ def saved_controlnet(folder: Path, *, xl: bool = False, seed: int = 0) -> Path:
     """A tiny ControlNet folder for the tiny SD1 (or SDXL) model, built from its UNet."""
     unet = (tiny_sdxl() if xl else tiny_sd1(inpainting=False)).unet
     return save_controlnet(tiny_controlnet(unet, seed=seed), folder)
+
+
+def tiny_union_controlnet(seed: int = 0, scale: float = 0.3):
+    """A tiny ControlNet-Union model for the tiny SDXL model (6 control modes, as the first
+    union release). ``from_unet`` keeps the union's 320-wide mode transformer, which must match
+    the UNet's first block; so the config is taken from it with the widths made tiny, and the
+    zero convolutions made random (seeded), as in ``tiny_controlnet``."""
+    import torch
+    from diffusers import ControlNetUnionModel
+
+    unet = tiny_sdxl().unet
+    config = dict(
+        ControlNetUnionModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32)).config
+    )
+    width = unet.config.block_out_channels[0]
+    config.update(num_trans_channel=width, num_proj_channel=width, num_trans_head=2)
+    torch.manual_seed(seed)
+    union = ControlNetUnionModel(**{k: v for k, v in config.items() if not k.startswith("_")})
+    zero_convs = [
+        *union.controlnet_down_blocks,
+        union.controlnet_mid_block,
+        union.controlnet_cond_embedding.conv_out,
+    ]
+    with torch.no_grad():
+        for conv in zero_convs:
+            conv.weight.normal_(0.0, scale)
+            conv.bias.normal_(0.0, scale)
+    return union.eval()
+
+
+def saved_union_controlnet(folder: Path, seed: int = 0) -> Path:
+    """A tiny ControlNet-Union folder for the tiny SDXL model."""
+    return save_controlnet(tiny_union_controlnet(seed), folder)

@@ -45,6 +45,14 @@ CANNY_THRESHOLDS = (100, 200)  # AUTOMATIC1111's defaults
 DIFFUSERS_MARK = "controlnet_cond_embedding.conv_in.weight"
 LDM_HINT = "input_hint_block."
 XL_MARKS = ("add_embedding.linear_1.weight", "label_emb.0.0.weight")
+UNION_MARK = "task_embedding"
+UNION_DEFAULT_MODES = 6  # diffusers' default num_control_type (the first union release)
+UNION_MODES = {  # our kinds -> the union model's control modes (xinsir's numbering)
+    ControlKind.SCRIBBLE: 2,  # hed / pidi / scribble / ted
+    ControlKind.LINEART: 3,  # canny / lineart / anime lineart / mlsd
+    ControlKind.CANNY: 3,
+    ControlKind.TILE: 6,  # ProMax only (8 modes)
+}
 
 
 @dataclass(frozen=True)
@@ -56,10 +64,16 @@ class ControlNetInfo:
     cross_attention_dim: int | None
     folder: Path | None = None
     file: Path | None = None
+    union_modes: int = 0
+    """A ControlNet-Union model (SDXL): how many control modes it knows; 0: a plain ControlNet."""
 
     @property
     def name(self) -> str:
         return self.reference.rstrip("/\\").replace("\\", "/").split("/")[-1]
+
+    @property
+    def union(self) -> bool:
+        return self.union_modes > 0
 
 
 def _family(reference: str, xl: bool, cross_attention_dim: int | None) -> ModelFamily:
@@ -83,12 +97,7 @@ def _check_folder(folder: Path, reference: str) -> ControlNetInfo:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ModelError(f"'{path}' is unreadable or not valid JSON ({error}).") from error
     kind = config.get("_class_name") if isinstance(config, dict) else None
-    if kind == "ControlNetUnionModel":
-        raise ModelError(
-            f"'{reference}' is a ControlNet-Union model, which SD Studio does not run yet: "
-            "choose a single-purpose ControlNet (scribble, line art, canny ...)."
-        )
-    if kind != "ControlNetModel":
+    if kind not in ("ControlNetModel", "ControlNetUnionModel"):
         raise ModelError(f"'{reference}' is a {kind or 'unknown'} model, not a ControlNet.")
     if not (folder / WEIGHTS).is_file():
         pickles = [p for p in folder.glob("*") if p.suffix in PICKLE_SUFFIXES]
@@ -98,11 +107,22 @@ def _check_folder(folder: Path, reference: str) -> ControlNetInfo:
     xl = config.get("addition_embed_type") == "text_time"
     width = config.get("cross_attention_dim")
     width = width if isinstance(width, int) else None
-    return ControlNetInfo(reference, _family(reference, xl, width), width, folder=folder)
+    modes = 0
+    if kind == "ControlNetUnionModel":
+        modes = config.get("num_control_type", UNION_DEFAULT_MODES)
+        if not isinstance(modes, int) or modes < 1:
+            raise ModelError(f"'{reference}' is a ControlNet-Union model without control modes.")
+    family = _family(reference, xl, width)
+    return ControlNetInfo(reference, family, width, folder=folder, union_modes=modes)
 
 
 def _check_file(path: Path, reference: str) -> ControlNetInfo:
     header = read_header(path)
+    if any(name.endswith(UNION_MARK) for name in header):
+        raise ModelError(
+            f"'{reference}' is a ControlNet-Union model in one file: use its diffusers folder "
+            f"({CONFIG} + {WEIGHTS}, as the model library downloads it), which says its modes."
+        )
     if not any(name.endswith(DIFFUSERS_MARK) or LDM_HINT in name for name in header):
         raise ModelError(
             f"'{reference}' is not a ControlNet (it has no conditioning-image input). Choose a "
@@ -180,6 +200,30 @@ def check_family(info: ControlNetInfo, family: ModelFamily, model_name: str) -> 
         )
 
 
+def union_mode(info: ControlNetInfo, kind: ControlKind) -> int:
+    """The union model's control mode for ``kind``; one clear line when it has none."""
+    mode = UNION_MODES.get(kind)
+    if mode is None or mode >= info.union_modes:
+        known = [k.value for k, m in UNION_MODES.items() if m < info.union_modes]
+        raise ModelError(
+            f"The ControlNet-Union model '{info.name}' has no {kind.value} mode: choose "
+            f"{', '.join(known)} as the control's kind, or another ControlNet."
+        )
+    return mode
+
+
+def check_union(controls: tuple[ControlNetInfo, ...], kinds: tuple[ControlKind, ...]) -> None:
+    """A union model runs alone and only with a kind it knows (checked before any loading)."""
+    for info, kind in zip(controls, kinds, strict=True):
+        if info.union:
+            if len(controls) > 1:
+                raise ModelError(
+                    f"The ControlNet-Union model '{info.name}' runs alone: switch the other "
+                    "controls off, or use single-purpose ControlNets together."
+                )
+            union_mode(info, kind)
+
+
 def check_fits(info: ControlNetInfo, unet_config: Any, model_name: str) -> None:
     """The loaded base UNet's text width must be the ControlNet's (SD 2.x look-alikes)."""
     width = unet_config.get("cross_attention_dim")
@@ -231,11 +275,12 @@ def _single_file_config(path: Path, unet_config: Any) -> dict[str, Any]:
 
 def load_controlnet(info: ControlNetInfo, *, dtype: Any, unet_config: Any) -> Any:
     """The ControlNetModel for ``info`` (safetensors only, no network, no remote code)."""
-    from diffusers import ControlNetModel
+    from diffusers import ControlNetModel, ControlNetUnionModel
 
     try:
         if info.folder is not None:
-            return ControlNetModel.from_pretrained(
+            cls = ControlNetUnionModel if info.union else ControlNetModel
+            return cls.from_pretrained(
                 info.folder, torch_dtype=dtype, use_safetensors=True, local_files_only=True
             ).eval()
         assert info.file is not None

@@ -32,9 +32,11 @@ from sdstudio.engine.diffusion.adapters import (
 from sdstudio.engine.diffusion.controlnet import (
     ControlNetInfo,
     check_family,
+    check_union,
     control_image,
     inpaint_condition,
     resolve_controlnet,
+    union_mode,
 )
 from sdstudio.engine.diffusion.decoding import run_and_decode
 from sdstudio.engine.diffusion.devices import applied_plan
@@ -113,6 +115,7 @@ class DiffusersEngine:
         """The request's ControlNets, resolved (downloaded if needed) and checked against the
         model's family, without loading the model or any ControlNet."""
         controls = tuple(resolve_controlnet(control.model) for control in request.controls)
+        check_union(controls, tuple(control.kind for control in request.controls))
         if controls:
             info = self.cache.model_info(request.model)
             for control in controls:
@@ -160,7 +163,7 @@ class DiffusersEngine:
         check_cancel(cancel)
         pipe.scheduler = make_scheduler(request.scheduler, loaded.scheduler_config)
         box, crop, kwargs = _pipeline_inputs(request, loaded.native_size)
-        kwargs.update(_control_inputs(request, box, kwargs))
+        kwargs.update(_control_inputs(request, box, kwargs, controls))
 
         conditioning = self._conditioning(request, pipe)
         plan = self.cache.plan
@@ -263,7 +266,12 @@ def _pipeline_inputs(
     )
 
 
-def _control_inputs(request: GenerationRequest, box: Box, kwargs: dict[str, Any]) -> dict:
+def _control_inputs(
+    request: GenerationRequest,
+    box: Box,
+    kwargs: dict[str, Any],
+    infos: tuple[ControlNetInfo, ...] = (),
+) -> dict:
     """The control images (cropped and resized like the picture) and their settings."""
     if not request.controls:
         return {}
@@ -278,13 +286,18 @@ def _control_inputs(request: GenerationRequest, box: Box, kwargs: dict[str, Any]
         else:
             images.append(_pil(image))
     values = {
-        "image" if request.mode is Mode.TXT2IMG else "control_image": images,
         "controlnet_conditioning_scale": [float(c.strength) for c in request.controls],
         "control_guidance_start": [float(c.start) for c in request.controls],
         "control_guidance_end": [float(c.end) for c in request.controls],
     }
     if len(request.controls) == 1:  # one ControlNet takes single values
         values = {key: value[0] for key, value in values.items()}
+    if infos and infos[0].union:  # a union model (alone): a list of images and their modes
+        values["control_image"] = images
+        values["control_mode"] = [union_mode(infos[0], c.kind) for c in request.controls]
+    else:
+        key = "image" if request.mode is Mode.TXT2IMG else "control_image"
+        values[key] = images[0] if len(images) == 1 else images
     return values
 
 

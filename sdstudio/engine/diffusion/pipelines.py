@@ -57,6 +57,12 @@ CONTROL_CLASSES = {
         Task.INPAINT: "StableDiffusionXLControlNetInpaintPipeline",
     },
 }
+UNION_CLASSES = {
+    Task.TXT2IMG: "StableDiffusionXLControlNetUnionPipeline",
+    Task.IMG2IMG: "StableDiffusionXLControlNetUnionImg2ImgPipeline",
+    Task.INPAINT: "StableDiffusionXLControlNetUnionInpaintPipeline",
+}
+"""SDXL with a ControlNet-Union model (it runs alone: ``controlnet.check_union``)."""
 MAX_CONTROLNETS = 2
 """ControlNets kept loaded beside the model (each is about a third of its UNet)."""
 
@@ -225,7 +231,9 @@ class PipelineCache:
         if pipe is None:
             import diffusers
 
-            cls = getattr(diffusers, CONTROL_CLASSES[loaded.family][task])
+            union = any(info.union for info in controls)
+            name = UNION_CLASSES[task] if union else CONTROL_CLASSES[loaded.family][task]
+            cls = getattr(diffusers, name)
             pipe = cls.from_pipe(
                 loaded.pipe,
                 controlnet=models[0] if len(models) == 1 else models,

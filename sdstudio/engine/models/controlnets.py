@@ -69,8 +69,18 @@ CONTROLNET_PRESETS = (
         ModelFamily.SDXL,
         False,
         2.3,
-        "Brush strokes steer an SDXL model (xinsir's scribble ControlNet; not the Union model, "
-        "which SD Studio does not run yet).",
+        "Brush strokes steer an SDXL model (xinsir's scribble ControlNet).",
+        "Apache 2.0 (as its model card says)",
+        controlnet=True,
+    ),
+    Preset(
+        "ControlNet SDXL union",
+        "xinsir/controlnet-union-sdxl-1.0",
+        ModelFamily.SDXL,
+        False,
+        2.3,
+        "One SDXL ControlNet for several kinds: Scribble, Line art and Canny each run as its "
+        "own mode (xinsir's ControlNet-Union; it runs alone, not beside another control).",
         "Apache 2.0 (as its model card says)",
         controlnet=True,
     ),
