@@ -187,6 +187,30 @@ def test_inpainting_model_refuses_txt2img_clearly(engine, sd1_inpaint_model):
     assert isinstance(last, Failed) and "inpainting model" in last.message
 
 
+def test_an_inpainting_model_redraws_img2img_by_inpainting_the_whole_area(
+    engine, sd1_inpaint_model, photo
+):
+    """Live mode and img2img with the default (inpainting) model: the area is inpainted whole,
+    starting from its noised pixels, and nothing outside the region changes."""
+    from sdstudio.core.region import Box
+
+    region = Box(40, 20, 140, 100)
+    fields = dict(prompt="a house", model=sd1_inpaint_model, seed=1, steps=4, image=photo)
+    gentle = GenerationRequest(mode=Mode.IMG2IMG, strength=0.3, region=region, **fields)
+    events = run_all(engine, gentle)
+    assert len([e for e in events if isinstance(e, Step)]) == 1  # 4 steps at strength 0.3
+    result = finished(events).composite(photo)
+    outside = np.ones(photo.shape[:2], bool)
+    outside[region.slices] = False
+    np.testing.assert_array_equal(result[outside], photo[outside])
+    assert not np.array_equal(result[region.slices], photo[region.slices])
+    strong = GenerationRequest(mode=Mode.IMG2IMG, strength=1.0, region=region, **fields)
+    redrawn = finished(run_all(engine, strong)).composite(photo)
+    near = np.abs(result[region.slices].astype(int) - photo[region.slices]).mean()
+    far = np.abs(redrawn[region.slices].astype(int) - photo[region.slices]).mean()
+    assert near < far  # a low strength keeps more of the picture: its pixels start the run
+
+
 @pytest.mark.parametrize("scheduler", list(Scheduler))
 def test_every_scheduler_runs(engine, sd1_inpaint_model, photo, edge_mask, scheduler):
     request = inpaint_request(sd1_inpaint_model, photo, edge_mask, steps=2, scheduler=scheduler)

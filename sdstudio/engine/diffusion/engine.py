@@ -159,6 +159,8 @@ class DiffusersEngine:
                 "raise the strength or the number of steps."
             )
         controls = self.check_controls(request)
+        if request.mode is Mode.IMG2IMG and self.cache.load(request.model).inpainting_unet:
+            request = as_whole_inpaint(request)  # an inpainting model redraws by inpainting
         loaded, pipe = self.cache.pipeline(request.model, TASKS[request.mode], controls)
         check_cancel(cancel)
         pipe.scheduler = make_scheduler(request.scheduler, loaded.scheduler_config)
@@ -224,6 +226,18 @@ class DiffusersEngine:
         notes = self.fast.take_notes() + ((PREPARING,) if self.fast.has_pending() else ())
         emit(Finished(patch, box, parameters, request, notes))
         self.fast.compile_pending()  # shapes first seen in this run, after its result is out
+
+
+def as_whole_inpaint(request: GenerationRequest) -> GenerationRequest:
+    """An img2img request as an inpaint of its whole area (the region, else the picture), for
+    an inpainting model, which cannot run img2img: the area is masked, its noised pixels still
+    start the denoising at the request's strength, and nothing outside it changes."""
+    assert request.image is not None
+    height, width = request.image.shape[:2]
+    area = request.region or Box(0, 0, width, height)
+    mask = np.zeros((height, width), np.uint8)
+    mask[area.slices] = 255
+    return request.with_(mode=Mode.INPAINT, mask=mask, region=None, mask_blur=0)
 
 
 def _pipeline_inputs(
