@@ -6,7 +6,8 @@ Two sets, chosen with ``--sets``:
 - photos: eight photographs that ship with scikit-image (``pip install -e .[bench]``), each
   resized to about 1 megapixel, with seeded synthetic masks of three shapes: blobs (three
   object-shaped blobs, about 5% of the picture), strokes (thin random polylines 5-11 px wide,
-  about 2%) and block (one square block of about 10%);
+  about 2%), block (one square block of about 10%) and object (one standing-figure-shaped hole of
+  about 4%, the shape a person paints round an object to remove);
 - context: the large removals of issue 11, where the fills need picture far from the hole: a
   seeded grain texture of 1200 x 800 with a centred square hole of 80, 160 and 240 px, and
   ``resources/examples/beach.png`` with a 310 px square left of the ball (over sky, sea and sand)
@@ -55,7 +56,7 @@ PHOTOS = [
     "stereo_motorcycle",
     "retina",
 ]
-SHAPES = ["blobs", "strokes", "block"]
+SHAPES = ["blobs", "strokes", "block", "object"]
 RING = 16
 BEACH = Path(__file__).resolve().parent.parent / "resources" / "examples" / "beach.png"
 
@@ -109,9 +110,27 @@ def block_mask(h: int, w: int, rng: np.random.Generator, area: float = 0.10) -> 
     return mask
 
 
+def object_mask(h: int, w: int, rng: np.random.Generator, area: float = 0.04) -> np.ndarray:
+    """One object-shaped hole (a standing figure: an upright wobbly body under a head), grown by
+    a few pixels as a person paints round an object, so it crosses whatever the object stood on
+    or beside."""
+    mask = np.zeros((h, w), np.uint8)
+    radius = (area * h * w / np.pi) ** 0.5 * 0.9
+    cy, cx = rng.uniform(0.3, 0.7) * h, rng.uniform(0.2, 0.8) * w
+    angles = np.linspace(0, 2 * np.pi, 24, endpoint=False)
+    wobble = np.convolve(np.tile(rng.uniform(0.7, 1.3, 24), 3), np.ones(3) / 3, "same")[24:48]
+    rx, ry = 0.7 * radius * wobble, 1.4 * radius * wobble
+    points = np.stack([cx + rx * np.cos(angles), cy + ry * np.sin(angles)], 1)
+    cv2.fillPoly(mask, [points.astype(np.int32)], 255)
+    head = (int(cx + rng.uniform(-0.2, 0.2) * radius), int(cy - 1.6 * radius))
+    cv2.circle(mask, head, int(0.45 * radius), 255, -1)
+    return mask
+
+
 def make_mask(shape: str, h: int, w: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
-    return {"blobs": blob_mask, "strokes": stroke_mask, "block": block_mask}[shape](h, w, rng)
+    makers = {"blobs": blob_mask, "strokes": stroke_mask, "block": block_mask}
+    return {**makers, "object": object_mask}[shape](h, w, rng)
 
 
 def grain_texture(h: int = 800, w: int = 1200, seed: int = 0) -> np.ndarray:
