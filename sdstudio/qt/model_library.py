@@ -5,10 +5,9 @@ off the GUI thread."""
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
-from PySide6.QtCore import QObject, QSettings, Qt, QUrl, Signal
+from PySide6.QtCore import QSettings, Qt, QUrl, Signal
 from PySide6.QtGui import QBrush, QColor, QDesktopServices
 from PySide6.QtWidgets import (
     QDialog,
@@ -24,7 +23,6 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from sdstudio.core.errors import SDStudioError
 from sdstudio.core.paths import loras_dir, models_dir
 from sdstudio.core.request import ModelFamily
 from sdstudio.engine.models.controlnets import (
@@ -36,13 +34,13 @@ from sdstudio.engine.models.controlnets import (
 from sdstudio.engine.models.library import (
     PRESETS,
     ModelEntry,
-    Preset,
     guess_family,
     human_size,
     scan_adapters,
     scan_library,
 )
-from sdstudio.engine.models.tiny_vae import TINY_VAE_ALLOW_PATTERNS, TINY_VAE_PRESETS
+from sdstudio.engine.models.tiny_vae import TINY_VAE_PRESETS
+from sdstudio.qt.library_download import Download
 from sdstudio.qt.tasks import run_in_background
 
 FOLDER_KEY = "models/folder"
@@ -54,69 +52,6 @@ FAMILY_WORDS = {ModelFamily.SD1: "SD 1.x", ModelFamily.SDXL: "SDXL"}
 def models_folder(settings: QSettings) -> Path:
     value = settings.value(FOLDER_KEY)
     return Path(str(value)) if value else models_dir()
-
-
-class _DownloadSignals(QObject):
-    progress = Signal(object, object, float)  # done, total (Python ints: past 2 GB)
-    done = Signal(str)
-    failed = Signal(str)
-
-
-class Download:
-    """One hub download on a plain thread; its signals arrive on the GUI thread. A model or a
-    ControlNet goes into the hub cache; a LoRA (``preset.filename``) into ``loras`` under the
-    preset's name."""
-
-    def __init__(self, preset: Preset | str, loras: Path | None = None) -> None:
-        self.preset = preset
-        self.repo_id = preset if isinstance(preset, str) else preset.repo_id
-        self.loras = loras
-        self.cancel = threading.Event()
-        self.signals = _DownloadSignals()
-        self.thread = threading.Thread(
-            target=self._run, name=f"download {self.repo_id}", daemon=True
-        )
-
-    def start(self) -> None:
-        self.thread.start()
-
-    def _fetch(self) -> Path:
-        from sdstudio.engine.models.downloads import (
-            download_controlnet,
-            download_lora,
-            download_model,
-            download_weights,
-        )
-
-        preset, report = self.preset, self.signals.progress.emit
-        if isinstance(preset, Preset) and preset.controlnet:
-            return download_controlnet(preset.repo_id, report, self.cancel)
-        if preset in TINY_VAE_PRESETS:
-            patterns = TINY_VAE_ALLOW_PATTERNS
-            return download_weights(preset.repo_id, patterns, report, self.cancel, what="tiny VAE")
-        if isinstance(preset, Preset) and preset.filename and preset.lora_name:
-            assert self.loras is not None
-            return download_lora(
-                preset.repo_id,
-                preset.filename,
-                self.loras,
-                preset.lora_name,
-                self.signals.progress.emit,
-                self.cancel,
-            )
-        return download_model(self.repo_id, self.signals.progress.emit, self.cancel)
-
-    def _run(self) -> None:
-        from sdstudio.engine.models.downloads import DownloadCancelled
-
-        try:
-            folder = self._fetch()
-        except DownloadCancelled:
-            self.signals.failed.emit("Download cancelled; what was fetched is kept for next time.")
-        except SDStudioError as error:
-            self.signals.failed.emit(str(error))
-        else:
-            self.signals.done.emit(str(folder))
 
 
 class ModelLibraryDialog(QDialog):
