@@ -13,6 +13,7 @@ from sdstudio.cli.generate import _generate
 from sdstudio.cli.info import _info
 from sdstudio.cli.parser import FILL_METHODS, build_parser
 from sdstudio.cli.restore import _restore
+from sdstudio.cli.select import _select
 from sdstudio.core.errors import SDStudioError
 from sdstudio.core.request import Mode
 
@@ -20,7 +21,7 @@ __all__ = ["COMMANDS", "FILL_METHODS", "build_parser", "main"]
 
 log = logging.getLogger("sdstudio")
 
-COMMANDS = ("inpaint", "img2img", "txt2img", "remove", "restore", "info")
+COMMANDS = ("inpaint", "img2img", "txt2img", "remove", "restore", "select", "info")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -43,6 +44,8 @@ def main(argv: list[str] | None = None) -> int:
             return _info(args)
         if args.command == "restore":
             return _restore(args)
+        if args.command == "select":
+            return _select(args)
         return _generate(args, Mode(args.command))
     except KeyboardInterrupt:
         print("\nCancelled.", file=sys.stderr)

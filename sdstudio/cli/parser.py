@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from sdstudio import __version__
+from sdstudio.cli.select import add_select_parser
 from sdstudio.core.request import ControlKind, Scheduler
 
 FILL_METHODS = ("auto", "structure-texture", "patchmatch", "harmonic", "telea", "navier-stokes")
@@ -157,6 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=20, help="model steps (default 20)")
     p.add_argument("--seed", type=int, default=None, help="model seed (default: random)")
     p.add_argument("--models-dir", type=Path, help=argparse.SUPPRESS)
+
+    add_select_parser(commands)
 
     p = commands.add_parser(
         "info",
