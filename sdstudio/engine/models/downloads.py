@@ -1,4 +1,5 @@
-"""Hub downloads with progress in bytes, cancel, and resume.
+"""Hub downloads with progress in bytes, cancel, and resume: models, LoRAs, ControlNets, tiny
+VAEs and the specialist models (a LaMa file, Segment Anything folders).
 
 huggingface_hub keeps partly downloaded files in its cache and resumes them on the next try, so
 a cancelled or broken download continues where it stopped. Progress comes from the hub's own
@@ -8,6 +9,7 @@ transfer threads at their next chunk.
 
 from __future__ import annotations
 
+import hashlib
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +17,11 @@ from pathlib import Path
 
 from sdstudio.core.errors import ModelError
 from sdstudio.engine.models.folders import ALLOW_PATTERNS, IGNORE_PATTERNS
+from sdstudio.engine.models.specialist_presets import (
+    SAM_ALLOW_PATTERNS,
+    SAM_WEIGHTS,
+    SpecialistPreset,
+)
 
 WEIGHTS = "diffusion_pytorch_model.safetensors"
 Report = Callable[[int, int, float], None]
@@ -156,5 +163,91 @@ def download_weights(
         raise ModelError(
             f"'{repo_id}' has no {WEIGHTS}: SD Studio loads a {what} only as diffusers "
             f"safetensors weights. Choose another {what}."
+        )
+    return folder
+
+
+def download_specialist(
+    preset: SpecialistPreset, models: Path, report: Report, cancel: threading.Event
+) -> Path:
+    """Download a specialist model: a single file (``preset.filename``, a spandrel model) into
+    the models folder's specialists folder as ``preset.target``, its size and sha256 checked
+    when the preset knows them; or a transformers model (Segment Anything) into the hub cache.
+    The path it landed at (a file or a snapshot folder)."""
+    if preset.filename is None:
+        return download_sam(preset.repo_id, report, cancel)
+    from sdstudio.engine.specialists.loading import specialists_dir
+
+    folder = specialists_dir(models)
+    target = folder / (preset.target or preset.filename)
+    if target.is_file() and _matches(target, preset) is None:
+        return target
+    from huggingface_hub import hf_hub_download
+
+    staging = Path(models) / ".downloads" / preset.repo_id.replace("/", "--")
+    try:
+        fetched = Path(
+            hf_hub_download(
+                preset.repo_id,
+                preset.filename,
+                revision=preset.revision,
+                local_dir=staging,
+                tqdm_class=_progress_class(report, cancel, single_file=True),
+            )
+        )
+    except DownloadCancelled:
+        raise
+    except Exception as error:  # noqa: BLE001 - offline, gated, missing, disk full ...
+        raise _failed(f"'{preset.filename}' from '{preset.repo_id}'", error, cancel) from error
+    problem = _matches(fetched, preset)
+    if problem is not None:
+        fetched.unlink(missing_ok=True)  # a wrong file is not kept for a resume
+        raise ModelError(
+            f"The downloaded '{preset.filename}' from '{preset.repo_id}' is not the published "
+            f"file ({problem}); it was deleted. Try again later, or get the file from "
+            f"{preset.source} and put it in {folder}."
+        )
+    folder.mkdir(parents=True, exist_ok=True)
+    fetched.replace(target)  # same disk: a rename, never half a file under the name
+    return target
+
+
+def _matches(path: Path, preset: SpecialistPreset) -> str | None:
+    """Why ``path`` is not the file ``preset`` describes (size, sha256), or None."""
+    size = path.stat().st_size
+    if preset.size_bytes is not None and size != preset.size_bytes:
+        return f"{size} bytes, expected {preset.size_bytes}"
+    if preset.sha256 is not None:
+        digest = hashlib.sha256()
+        with path.open("rb") as file:
+            while chunk := file.read(1 << 20):
+                digest.update(chunk)
+        if digest.hexdigest() != preset.sha256.lower():
+            return f"sha256 {digest.hexdigest()[:12]}…, expected {preset.sha256[:12]}…"
+    return None
+
+
+def download_sam(repo_id: str, report: Report, cancel: threading.Event) -> Path:
+    """Download a Segment Anything model in the transformers format into the hub cache: its
+    config, preprocessor config and ``model.safetensors`` only (never pickles), where
+    ``sdstudio.engine.models.sam.find_sam`` finds it by repo id; its folder."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = Path(
+            snapshot_download(
+                repo_id,
+                allow_patterns=SAM_ALLOW_PATTERNS,
+                tqdm_class=_progress_class(report, cancel),
+            )
+        )
+    except DownloadCancelled:
+        raise
+    except Exception as error:  # noqa: BLE001 - offline, gated, missing, disk full ...
+        raise _failed(f"'{repo_id}'", error, cancel) from error
+    if not (folder / SAM_WEIGHTS).is_file() or not (folder / "config.json").is_file():
+        raise ModelError(
+            f"'{repo_id}' has no config.json and {SAM_WEIGHTS}: SD Studio loads Segment "
+            "Anything only in the transformers format with safetensors weights. Choose another."
         )
     return folder

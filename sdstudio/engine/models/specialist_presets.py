@@ -1,0 +1,121 @@
+"""Download presets for the specialist models (DESIGN.md section 9), each with its licence and
+where it came from.
+
+- LaMa (big-lama, removal): the authors' weights (advimman/lama, Apache-2.0) as one
+  ``big-lama.safetensors`` repacked by michaelgold on the Hugging Face Hub, pinned to a revision
+  and checked against its sha256 after download. Its keys start ``generator.model.``, which
+  spandrel recognises as LaMa. The other places big-lama is published were no use:
+  Sanster's ``big-lama.pt`` (IOPaint, lama-cleaner) is TorchScript, which spandrel cannot read
+  and SD Studio never loads; the authors' ``big-lama.zip`` holds a Lightning ``best.ckpt``
+  pickle with training objects beside the tensors. It lands in the models folder's
+  ``specialists`` folder, where ``find_lama`` looks.
+- Segment Anything (selection) in the transformers format: SlimSAM (Zigeng/SlimSAM-uniform-77,
+  a pruned SAM-ViT-B, about 40 MB, the default) and SAM ViT-B (facebook/sam-vit-base), both
+  Apache-2.0, as hub snapshots (config, preprocessor config and safetensors only), where
+  ``sdstudio.engine.models.sam.find_sam`` looks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+APACHE = "Apache-2.0"
+
+
+REMOVAL = "removal"
+SELECTION = "selection"
+"""Purposes, in the words 13A's ``describe`` uses for a model it recognises."""
+
+
+@dataclass(frozen=True)
+class SpecialistPreset:
+    """A specialist model to download. With ``filename``: one file of a hub repo, landing in
+    the specialists folder as ``target`` (spandrel models); without: a transformers model, a
+    hub snapshot of ``SAM_ALLOW_PATTERNS`` in the hub cache."""
+
+    title: str
+    repo_id: str
+    architecture: str
+    purpose: str
+    approx_gb: float
+    note: str
+    licence: str
+    source: str
+    """Where the weights came from, in words: who made them, who published this file."""
+    filename: str | None = None
+    target: str | None = None
+    revision: str | None = None
+    """A pinned commit: the file the sha256 was taken from."""
+    sha256: str | None = None
+    size_bytes: int | None = None
+    commercial: bool = True
+
+    family: ClassVar[None] = None
+    """Specialists belong to no Stable Diffusion family (the library's Family column)."""
+
+    @property
+    def kind(self) -> str:
+        return f"{self.purpose} ({self.architecture})"
+
+    @property
+    def key(self) -> str:
+        return f"{self.repo_id}/{self.filename}" if self.filename else self.repo_id
+
+
+LAMA_PRESET = SpecialistPreset(
+    "LaMa (big-lama)",
+    "michaelgold/big-lama",
+    "LaMa",
+    REMOVAL,
+    0.2,
+    "Learned object removal: Generate > Remove fills with > LaMa, and 'auto' for object-sized "
+    "holes. Small enough for the CPU.",
+    f"{APACHE} (LaMa by Samsung AI / advimman)",
+    "LaMa by R. Suvorov et al. (github.com/advimman/lama), repacked as safetensors in "
+    "huggingface.co/michaelgold/big-lama",
+    filename="big-lama.safetensors",
+    target="big-lama.safetensors",
+    revision="98ab7cface89a594b381f32fc7a9f2cae3f91ccc",
+    sha256="326ae1889b92d07c8819c35eaf561f8b290d057536eeb12524b72997f31005ec",
+)
+
+SAM_ALLOW_PATTERNS = ["config.json", "preprocessor_config.json", "model.safetensors"]
+"""What a Segment Anything download takes from its repo: never the pickled or TF weights."""
+SAM_WEIGHTS = "model.safetensors"
+
+SAM_PRESETS = (
+    SpecialistPreset(
+        "SlimSAM (small Segment Anything)",
+        "Zigeng/SlimSAM-uniform-77",
+        "Segment Anything",
+        SELECTION,
+        0.04,
+        "Click-to-select (the Select tool, S): fast on the CPU. The default.",
+        f"{APACHE} (SlimSAM, from Meta's SAM, Apache-2.0)",
+        "SlimSAM by Z. Chen et al. (github.com/czg1225/SlimSAM), huggingface.co/Zigeng",
+    ),
+    SpecialistPreset(
+        "SAM ViT-B (Segment Anything)",
+        "facebook/sam-vit-base",
+        "Segment Anything",
+        SELECTION,
+        0.36,
+        "Click-to-select with Meta's base model: finer edges, slower on the CPU.",
+        f"{APACHE} (Meta AI)",
+        "Segment Anything by Meta AI (github.com/facebookresearch/segment-anything), "
+        "huggingface.co/facebook",
+    ),
+)
+
+SPECIALIST_PRESETS = (LAMA_PRESET, *SAM_PRESETS)
+
+
+def preset_for_file(name: str) -> SpecialistPreset | None:
+    """The download a file in the specialists folder came from, by its name (its stem with a
+    converted ``.safetensors`` sibling counts too)."""
+    stem = name.rsplit(".", 1)[0].lower()
+    for preset in SPECIALIST_PRESETS:
+        if preset.target and preset.target.rsplit(".", 1)[0].lower() == stem:
+            return preset
+    return None
