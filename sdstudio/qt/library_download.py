@@ -1,5 +1,5 @@
-"""One download for the model library, on a plain thread: a model, a LoRA, a ControlNet or a tiny
-VAE; progress, done and failure arrive as Qt signals on the GUI thread."""
+"""One download for the model library, on a plain thread: a model, a LoRA, a ControlNet, a tiny
+VAE or a specialist model; progress, done and failure arrive as Qt signals on the GUI thread."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from PySide6.QtCore import QObject, Signal
 
 from sdstudio.core.errors import SDStudioError
 from sdstudio.engine.models.library import Preset
+from sdstudio.engine.models.specialist_presets import SpecialistPreset
 from sdstudio.engine.models.tiny_vae import TINY_VAE_ALLOW_PATTERNS, TINY_VAE_PRESETS
 
 
@@ -24,10 +25,18 @@ class Download:
     ControlNet goes into the hub cache; a LoRA (``preset.filename``) into ``loras`` under the
     preset's name."""
 
-    def __init__(self, preset: Preset | str, loras: Path | None = None) -> None:
+    def __init__(
+        self,
+        preset: Preset | SpecialistPreset | str,
+        loras: Path | None = None,
+        *,
+        models: Path | None = None,
+    ) -> None:
         self.preset = preset
         self.repo_id = preset if isinstance(preset, str) else preset.repo_id
         self.loras = loras
+        self.models = models if models is not None else (loras.parent if loras else None)
+        """The models folder: a specialist file lands in its specialists folder."""
         self.cancel = threading.Event()
         self.signals = _DownloadSignals()
         self.thread = threading.Thread(
@@ -46,6 +55,11 @@ class Download:
         )
 
         preset, report = self.preset, self.signals.progress.emit
+        if isinstance(preset, SpecialistPreset):
+            from sdstudio.engine.models.downloads import download_specialist
+
+            assert self.models is not None or preset.filename is None
+            return download_specialist(preset, self.models or Path(), report, self.cancel)
         if isinstance(preset, Preset) and preset.controlnet:
             return download_controlnet(preset.repo_id, report, self.cancel)
         if preset in TINY_VAE_PRESETS:

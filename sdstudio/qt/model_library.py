@@ -39,13 +39,16 @@ from sdstudio.engine.models.library import (
     scan_adapters,
     scan_library,
 )
+from sdstudio.engine.models.specialist_presets import SPECIALIST_PRESETS
 from sdstudio.engine.models.tiny_vae import TINY_VAE_PRESETS
 from sdstudio.qt.library_download import Download
+from sdstudio.qt.specialists_library import SpecialistsSection
 from sdstudio.qt.tasks import run_in_background
 
 FOLDER_KEY = "models/folder"
-DOWNLOADS = PRESETS + CONTROLNET_PRESETS + TINY_VAE_PRESETS
-"""What the dialog offers to download: models, few-step LoRAs, ControlNets, tiny VAEs."""
+DOWNLOADS = PRESETS + CONTROLNET_PRESETS + TINY_VAE_PRESETS + SPECIALIST_PRESETS
+"""What the dialog offers to download: models, few-step LoRAs, ControlNets, tiny VAEs,
+specialist models (LaMa, Segment Anything)."""
 FAMILY_WORDS = {ModelFamily.SD1: "SD 1.x", ModelFamily.SDXL: "SDXL"}
 
 
@@ -91,6 +94,7 @@ class ModelLibraryDialog(QDialog):
         self.controlnets.itemDoubleClicked.connect(lambda item, _col: self._use_controlnet(item))
         use_controlnet = QPushButton("Use this ControlNet")
         use_controlnet.clicked.connect(lambda: self._use_controlnet(self.controlnets.currentItem()))
+        self.specialists = SpecialistsSection(lambda text: self.status.setText(text))
         self.presets = self._tree(["Download", "Family", "Kind", "Licence", "About", "Size"])
         self.download_button = QPushButton("Download")
         self.download_button.clicked.connect(self._download)
@@ -114,6 +118,7 @@ class ModelLibraryDialog(QDialog):
         layout.addLayout(_row(insert))
         layout.addWidget(self.controlnets, 1)
         layout.addLayout(_row(use_controlnet))
+        layout.addWidget(self.specialists, 1)
         layout.addWidget(self.presets, 2)
         layout.addLayout(_row(self.progress, self.download_button, self.cancel_button))
         layout.addWidget(self.status)
@@ -153,6 +158,7 @@ class ModelLibraryDialog(QDialog):
             )
 
         run_in_background(scan, self._show_scan, self.status.setText)
+        self.specialists.rescan(folder)
 
     def _show_scan(
         self,
@@ -270,7 +276,7 @@ class ModelLibraryDialog(QDialog):
             item = QTreeWidgetItem(
                 [
                     preset.title,
-                    preset.family.value.upper(),
+                    preset.family.value.upper() if preset.family else "—",
                     "tiny VAE" if preset in TINY_VAE_PRESETS else preset.kind,
                     preset.licence,
                     preset.note,
@@ -280,7 +286,7 @@ class ModelLibraryDialog(QDialog):
             item.setData(0, Qt.ItemDataRole.UserRole, index)
             where = f"{preset.repo_id}/{preset.filename}" if preset.filename else preset.repo_id
             item.setToolTip(0, where)
-            item.setToolTip(3, preset.licence)
+            item.setToolTip(3, getattr(preset, "source", None) or preset.licence)
             item.setToolTip(4, preset.note)
             if not preset.commercial:
                 item.setForeground(3, warn)
@@ -295,7 +301,7 @@ class ModelLibraryDialog(QDialog):
         repo_id = preset.key
         if repo_id in self.downloads:
             return
-        download = Download(preset, loras_dir(self.folder()))
+        download = Download(preset, loras_dir(self.folder()), models=self.folder())
         download.signals.progress.connect(self._on_progress)
         download.signals.done.connect(lambda folder, r=repo_id: self._on_done(r, folder))
         download.signals.failed.connect(lambda message, r=repo_id: self._on_failed(r, message))
@@ -321,9 +327,10 @@ class ModelLibraryDialog(QDialog):
         self.progress.setVisible(bool(self.downloads))
         self.status.setText(message)
 
-    def _on_done(self, repo_id: str, _folder: str) -> None:
+    def _on_done(self, repo_id: str, landed: str) -> None:
         self._finish(repo_id, f"Downloaded {repo_id}.")
         self.rescan()
+        self.specialists.after_download(Path(landed))  # a pickle: offers the conversion
 
     def _on_failed(self, repo_id: str, message: str) -> None:
         self._finish(repo_id, message)
