@@ -80,7 +80,12 @@ LAMA_PRESET = SpecialistPreset(
     sha256="326ae1889b92d07c8819c35eaf561f8b290d057536eeb12524b72997f31005ec",
 )
 
-SAM_ALLOW_PATTERNS = ["config.json", "preprocessor_config.json", "model.safetensors"]
+SAM_ALLOW_PATTERNS = [
+    "config.json",
+    "preprocessor_config.json",
+    "processor_config.json",
+    "model.safetensors",
+]
 """What a Segment Anything download takes from its repo: never the pickled or TF weights."""
 SAM_WEIGHTS = "model.safetensors"
 
