@@ -61,6 +61,8 @@ class Canvas(CanvasInput, QWidget):
     cursor_moved = Signal(int, int)  # image coordinates
     region_changed = Signal(object)  # Box | None
     stroke_finished = Signal()  # a brush, eraser or restore stroke ended (live mode listens)
+    select_clicked = Signal(float, float, object)  # the select tool: image x, y, modifiers
+    select_dragged = Signal(object, object)  # the select tool: a Box, modifiers
 
     def __init__(self, parent: QWidget | None = None) -> None:
         super().__init__(parent)
@@ -91,6 +93,8 @@ class Canvas(CanvasInput, QWidget):
         self._region_draft: Box | None = None
         self._cursor: QPointF | None = None
         self._checker = _checker_brush()
+        self._modifiers = Qt.KeyboardModifier.NoModifier  # of the last press (the select tool)
+        self.overlay_painter = None  # draws above the mask overlay (the select tool's proposal)
 
     # -- tool and brush: the cursor ring shows both ---------------------------------------------
 
@@ -102,6 +106,12 @@ class Canvas(CanvasInput, QWidget):
     def tool(self, tool: CanvasTool) -> None:
         self._tool = tool
         self.update(self._cursor_rect(self._cursor))  # the region tool shows no ring
+        self.setCursor(self._tool_cursor())
+
+    def _tool_cursor(self) -> Qt.CursorShape:
+        """The pointer over the picture: none (the ring shows the brush), a cross to select."""
+        select = self._tool is CanvasTool.SELECT
+        return Qt.CursorShape.CrossCursor if select else Qt.CursorShape.BlankCursor
 
     @property
     def brush(self) -> BrushSettings:
@@ -289,6 +299,8 @@ class Canvas(CanvasInput, QWidget):
                 if item is not None:
                     image, box = item
                     painter.drawImage(QRectF(self.image_rect_to_widget(box)), image)
+            if self.overlay_painter is not None:
+                self.overlay_painter(painter)
         self._paint_region(painter)
         self._paint_cursor(painter)
 
@@ -314,7 +326,8 @@ class Canvas(CanvasInput, QWidget):
         painter.drawRect(self.image_rect_to_widget(region))
 
     def _paint_cursor(self, painter: QPainter) -> None:
-        if self._cursor is None or self.tool is CanvasTool.REGION or self._panning is not None:
+        ringless = (CanvasTool.REGION, CanvasTool.SELECT)
+        if self._cursor is None or self.tool in ringless or self._panning is not None:
             return
         radius = max(1.0, self.brush.size * self.zoom / 2)
         painter.setRenderHint(QPainter.RenderHint.Antialiasing, True)

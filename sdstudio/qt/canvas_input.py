@@ -25,6 +25,7 @@ class CanvasTool(Enum):
     RESTORE = "restore"
     PAINT = "paint"
     REGION = "region"
+    SELECT = "select"  # Segment Anything: clicks and drags go to the select tool (select_tool.py)
 
 
 BRUSH_TOOLS = {
@@ -41,7 +42,7 @@ class CanvasInput:
         if self.document is None:
             return
         point = self.to_image(position)
-        if self.tool is CanvasTool.REGION:
+        if self.tool in (CanvasTool.REGION, CanvasTool.SELECT):
             self._region_start = point
             self._region_draft = None
             return
@@ -69,7 +70,15 @@ class CanvasInput:
             region = self._region_draft
             if region is not None and (region.width < 8 or region.height < 8):
                 region = None  # a click, not a drag: clears the region
+            start = self._region_start
             self._region_start, self._region_draft = None, None
+            if self.tool is CanvasTool.SELECT:
+                self.update()
+                if region is None:
+                    self.select_clicked.emit(start.x(), start.y(), self._modifiers)
+                else:
+                    self.select_dragged.emit(region, self._modifiers)
+                return
             self.document.set_region(region)
             self.region_changed.emit(region)
             self.update()
@@ -82,6 +91,7 @@ class CanvasInput:
             self._panning = event.position()
             self.setCursor(Qt.CursorShape.ClosedHandCursor)
         elif button == Qt.MouseButton.LeftButton:
+            self._modifiers = event.modifiers()
             self._begin(event.position(), 1.0)
 
     def mouseMoveEvent(self, event: QMouseEvent) -> None:  # noqa: N802
@@ -104,7 +114,7 @@ class CanvasInput:
         ):
             self._panning = None
             self.setCursor(
-                Qt.CursorShape.OpenHandCursor if self._space_held else Qt.CursorShape.BlankCursor
+                Qt.CursorShape.OpenHandCursor if self._space_held else self._tool_cursor()
             )
         elif event.button() == Qt.MouseButton.LeftButton:
             self._finish()
@@ -113,6 +123,7 @@ class CanvasInput:
         kind = event.type()
         pressure = float(event.pressure())
         if kind == QTabletEvent.Type.TabletPress:
+            self._modifiers = event.modifiers()
             self._begin(event.position(), pressure)
         elif kind == QTabletEvent.Type.TabletMove:
             self._move_cursor(event.position())
@@ -137,7 +148,7 @@ class CanvasInput:
     def keyReleaseEvent(self, event) -> None:  # noqa: N802
         if event.key() == Qt.Key.Key_Space and not event.isAutoRepeat():
             self._space_held = False
-            self.setCursor(Qt.CursorShape.BlankCursor)
+            self.setCursor(self._tool_cursor())
             return
         super().keyReleaseEvent(event)
 

@@ -36,6 +36,7 @@ from sdstudio.qt.model_actions import ModelActions
 from sdstudio.qt.model_library import models_folder
 from sdstudio.qt.panel import GenerationPanel
 from sdstudio.qt.restore_panel import RestorePanel
+from sdstudio.qt.select_tool import SelectTool, default_selector_factory
 from sdstudio.qt.session import EditorSession
 from sdstudio.qt.tasks import wait_for_background
 from sdstudio.qt.window_actions import WindowActions
@@ -87,7 +88,11 @@ def _scrolled(widget) -> QScrollArea:
 
 class MainWindow(WindowActions, ModelActions, FileHandling, Autosave, QMainWindow):
     def __init__(
-        self, settings: QSettings | None = None, engine_factory=None, fill_factory=None
+        self,
+        settings: QSettings | None = None,
+        engine_factory=None,
+        fill_factory=None,
+        select_factory=None,
     ) -> None:
         super().__init__()
         self.settings = settings or QSettings("sdstudio", "SD Studio")
@@ -118,6 +123,13 @@ class MainWindow(WindowActions, ModelActions, FileHandling, Autosave, QMainWindo
         self.session.candidate_budget = memory_budget(self.settings, RESULTS_KEY, RESULTS_MIB)
         self.live = LiveMode(self, self.engine.handle_factory())
         self.confirm_discard = self._ask_discard  # tests replace this
+        self.select_tool = SelectTool(
+            self.canvas,
+            lambda: self.session.document,
+            select_factory or default_selector_factory(lambda: self.models_folder),
+            self,
+        )
+        self.select_tool.status.connect(lambda text: self.statusBar().showMessage(text))
         self._build_docks()
         self._build_status_bar()
         self._build_actions()
@@ -212,6 +224,8 @@ class MainWindow(WindowActions, ModelActions, FileHandling, Autosave, QMainWindo
     # -- tools ----------------------------------------------------------------------------------
 
     def set_tool(self, tool: CanvasTool) -> None:
+        if tool is not CanvasTool.SELECT:
+            self.select_tool.commit()  # another tool: the proposed selection becomes the mask
         self.canvas.tool = tool
         for each, action in self.tool_actions.items():
             action.setChecked(each is tool)
@@ -293,6 +307,8 @@ class MainWindow(WindowActions, ModelActions, FileHandling, Autosave, QMainWindo
 
     def accept(self) -> None:
         """Enter: keep the live frame while live mode shows one, else accept the result."""
+        if self.select_tool.commit():  # a proposed selection becomes the mask first
+            return
         if self.live.enabled and self.live.controller.current_frame() is not None:
             self.live.keep()
         else:
@@ -327,6 +343,7 @@ class MainWindow(WindowActions, ModelActions, FileHandling, Autosave, QMainWindo
         self.provenance = None  # how the picture was made, when its file says (files.py)
         self.live.set_enabled(False)  # live mode draws over one picture only
         document.history.budget_bytes = memory_budget(self.settings, UNDO_KEY, UNDO_MIB)
+        self.select_tool.reset()
         self.session.set_document(document, blank=blank)
         document.add_listener(lambda _box: self._update_title())
         document.add_listener(lambda _box: self._say_dropped_undo(document))

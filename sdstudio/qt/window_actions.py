@@ -6,6 +6,7 @@ from PySide6.QtCore import Qt
 from PySide6.QtGui import QAction, QKeySequence
 from PySide6.QtWidgets import QLabel, QSpinBox, QToolBar
 
+from sdstudio.core.selection import MAX_GROW
 from sdstudio.qt.canvas import CanvasTool
 from sdstudio.qt.device_menu import build_device_menu
 from sdstudio.qt.fill_menu import build_fill_menu
@@ -81,18 +82,25 @@ class WindowActions:
                 ["M"],
                 True,
             ),
+            CanvasTool.SELECT: self._action(
+                tools,
+                "Se&lect an object (click on it)",
+                lambda: self.set_tool(CanvasTool.SELECT),
+                ["S"],
+                True,
+            ),
         }
         self._action(tools, "S&wap eraser and restore", self.swap_tool, ["X"])
         self._action(
             tools,
-            "&Bigger brush",
-            lambda: self.set_brush_size(self.canvas.brush.size * 1.25),
+            "&Bigger brush (or selection grow)",
+            lambda: self._resize_tool(1.25),
             ["]"],
         )
         self._action(
             tools,
-            "&Smaller brush",
-            lambda: self.set_brush_size(self.canvas.brush.size / 1.25),
+            "&Smaller brush (or selection grow)",
+            lambda: self._resize_tool(1 / 1.25),
             ["["],
         )
         self.color_action = self._action(tools, "Brush &colour…", self.choose_color, ["C"])
@@ -108,12 +116,14 @@ class WindowActions:
         )
         generate = menus.addMenu("&Generate")
         self._action(generate, "&Generate", self.generate, ["Ctrl+Return", "Ctrl+Enter"])
-        self._action(generate, "&Cancel", self.cancel, ["Esc"])
-        self._action(generate, "&Remove (no model)", lambda: self.session.remove(), ["Delete"])
+        self._action(generate, "&Cancel", lambda: self.select_tool.drop() or self.cancel(), ["Esc"])
+        self._action(
+            generate, "&Remove (no model)", lambda: self._selected(self.session.remove), ["Delete"]
+        )
         self._action(
             generate,
             "Remove, then &refine with the model",
-            self.remove_and_refine,
+            lambda: self._selected(self.remove_and_refine),
             ["Shift+Delete"],
         )
         build_fill_menu(self, generate)
@@ -152,7 +162,30 @@ class WindowActions:
         self.opacity_box = self._spin(
             bar, "Opacity %", 1, 100, 100, lambda v: self._brush(opacity=v / 100)
         )
+        bar.addSeparator()
+        self.grow_box = self._spin(
+            bar, "Grow px", 0, MAX_GROW, self.select_tool.grow_px, self.select_tool.set_grow
+        )
+        self.grow_box.setToolTip(
+            "How far a selection (S) reaches past the object's outline, so that its edge and "
+            "shadow go too; [ and ] change it while selecting."
+        )
         self.addToolBar(bar)
+
+    def _resize_tool(self, factor: float) -> None:
+        """[ and ]: the brush's size, or while selecting, how far the selection grows."""
+        if self.canvas.tool is not CanvasTool.SELECT:
+            self.set_brush_size(self.canvas.brush.size * factor)
+            return
+        value = self.grow_box.value()
+        step = max(1, round(value * abs(factor - 1)))
+        self.grow_box.setValue(value + step if factor > 1 else value - step)
+
+    def _selected(self, run) -> None:
+        """Delete and Shift+Delete: a proposed selection becomes the mask first (one undo step),
+        then ``run`` removes what the mask covers."""
+        if not self.select_tool.commit(then=run):
+            run()
 
     def _spin(self, bar: QToolBar, label: str, low: int, high: int, value: int, slot) -> QSpinBox:
         bar.addWidget(QLabel(f" {label} "))
