@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import threading
 
-import cv2
 import numpy as np
 
 from sdstudio.engine.fill._common import Progress, Report, fill_in_box
 from sdstudio.engine.fill.patchmatch import exemplar_or_none, work_box
+from sdstudio.engine.fill.regions import shaded
 from sdstudio.engine.fill.smooth import solve
 
 DETAIL_SIGMA = 16.0
@@ -47,11 +47,8 @@ def structure_texture(
 
     def fill(crop: np.ndarray, sub: np.ndarray, part: Progress | None) -> np.ndarray:
         texture = exemplar_or_none(crop, sub, cancel, part, seed, report)
-        smooth = solve(crop, sub, cancel)
         if texture is None:
-            return smooth
-        return cv2.GaussianBlur(smooth, (0, 0), DETAIL_SIGMA) + (
-            texture - cv2.GaussianBlur(texture, (0, 0), DETAIL_SIGMA)
-        )
+            return solve(crop, sub, cancel)
+        return shaded(crop, sub, texture, DETAIL_SIGMA, cancel)
 
     return fill_in_box(rgb, mask, cancel, work_box, fill, progress)
