@@ -7,7 +7,7 @@ from sdstudio.engine.classical import classical_fill
 from sdstudio.engine.fill import DEFAULT_METHOD, METHODS, PROGRESSIVE, fill, get_method
 from sdstudio.engine.streaming import RunCancelled
 
-ALL = list(METHODS)
+ALL = [m for m in METHODS if m != "lama"]  # LaMa needs a model: tests/test_lama.py
 EXEMPLAR = ["patchmatch", "structure-texture"]
 SOFT = ["telea", "navier-stokes", "harmonic"]
 """Place the edge but soften it."""

@@ -150,9 +150,7 @@ def _generate(args: argparse.Namespace, mode: Mode) -> int:
     image, mask = _load_inputs(args)
     request = _request(args, mode, image, mask)
     if mode is Mode.REMOVE and not args.refine:
-        from sdstudio.engine.classical import ClassicalFillEngine
-
-        engine = ClassicalFillEngine(method=args.fill)
+        engine = _fill_engine(args)
     else:
         engine = _load_engine(args, request.model, request)
     if getattr(args, "previews", None) is not None:
@@ -169,6 +167,24 @@ def _generate(args: argparse.Namespace, mode: Mode) -> int:
     seed = "" if mode is Mode.REMOVE and not args.refine else f" (seed {request.seed})"
     print(f"Saved {args.output}{seed}", file=sys.stderr)
     return 0
+
+
+def _fill_engine(args: argparse.Namespace):
+    """The fill engine for ``remove`` without --refine; "lama" with no model fails here, in one
+    line saying where to get one, before anything loads."""
+    from sdstudio.engine.classical import ClassicalFillEngine
+
+    if args.fill_model is not None and args.fill not in ("lama", "auto"):
+        raise SDStudioError(f"--fill-model is for --fill lama or auto, not {args.fill}.")
+    folder = args.models_dir
+    engine = ClassicalFillEngine(
+        args.fill, models_folder=(lambda: folder) if folder else None, fill_model=args.fill_model
+    )
+    if args.fill == "lama" and engine.lama_model("lama") is None:
+        from sdstudio.engine.specialists.lama import MISSING
+
+        raise SDStudioError(MISSING)
+    return engine
 
 
 def _load_engine(args: argparse.Namespace, model: str, request: GenerationRequest | None = None):

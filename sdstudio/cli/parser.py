@@ -9,7 +9,15 @@ from sdstudio import __version__
 from sdstudio.cli.select import add_select_parser
 from sdstudio.core.request import ControlKind, Scheduler
 
-FILL_METHODS = ("auto", "structure-texture", "patchmatch", "harmonic", "telea", "navier-stokes")
+FILL_METHODS = (
+    "auto",
+    "lama",
+    "structure-texture",
+    "patchmatch",
+    "harmonic",
+    "telea",
+    "navier-stokes",
+)
 """sdstudio.engine.fill.METHODS, named here so that building the parser stays cheap."""
 
 
@@ -116,10 +124,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--fill",
         choices=FILL_METHODS,
         default="auto",
-        help="model-free fill: auto (default, best measured: structure-texture, or harmonic for "
-        "thin holes), structure-texture (smooth shading + copied texture), patchmatch (copied "
-        "texture and shading: better beside other objects), harmonic (smooth), telea or "
-        "navier-stokes (OpenCV)",
+        help="fill: auto (default: LaMa for object-sized holes when a LaMa model is installed, "
+        "else structure-texture; harmonic for thin holes), lama (the LaMa removal model), "
+        "structure-texture (smooth shading + copied texture), patchmatch (copied texture and "
+        "shading: better beside other objects), harmonic (smooth), telea or navier-stokes (OpenCV)",
+    )
+    p.add_argument(
+        "--fill-model",
+        type=Path,
+        metavar="FILE",
+        help="LaMa model file for --fill lama or auto (default: the one installed in the models "
+        "folder's 'specialists' folder, from Models > Model library)",
     )
     p.add_argument(
         "--refine",

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 
-from sdstudio.core.errors import RequestError
+from sdstudio.core.errors import ModelError, RequestError
 from sdstudio.core.mask import grow
 from sdstudio.core.metadata import format_fill_parameters
 from sdstudio.core.pixels import to_rgb8
@@ -16,7 +17,8 @@ from sdstudio.core.region import Box
 from sdstudio.core.request import GenerationRequest, Mode
 from sdstudio.engine import inpaint
 from sdstudio.engine.events import Cancelled, Event, Finished, Started, Step
-from sdstudio.engine.fill import DEFAULT_METHOD, filled, get_method, reads
+from sdstudio.engine.fill import DEFAULT_METHOD, LABELS, filled, get_method, reads, split
+from sdstudio.engine.fill.smooth import harmonic
 from sdstudio.engine.streaming import RunCancelled, failure_event
 
 HALO = 2
@@ -77,19 +79,28 @@ def fill_crop(
     method: str = DEFAULT_METHOD,
     cancel: threading.Event | None = None,
     halo: int = 0,
+    lama: Path | None = None,
 ) -> tuple[np.ndarray, str]:
     """``crop.rgb`` with ``crop.fill_mask`` (grown by ``halo``) filled, and what ran, in words.
 
     The fill reads the picture around the crop as far as it needs (``source_window``: for a
     large hole and an exemplar fill, as far again as the hole is large), so it fills as from the
     whole picture; the crop alone leaves a large hole too little to copy texture from. Only that
-    window is converted, never the whole of a large photo around a small hole."""
+    window is converted, never the whole of a large photo around a small hole.
+
+    ``lama``: a LaMa model file. "lama" fills with it (None: a ModelError saying where to get
+    one); "auto" fills the hole's object-sized parts with it and its thin strokes with the
+    membrane (None: the model-free choice)."""
     assert request.image is not None
     height, width = request.image.shape[:2]
     box = crop.box
     hole = grow(crop.fill_mask, halo)  # the crop leaves room for the halo around the fill mask
     grown = request.mask_blur + halo  # past the painted mask: "auto" judges thinness on that
-    window = source_window(method, hole, box, width, height, grown=grown)
+    parts = _lama_parts(method, hole, grown, lama)
+    if parts is None:
+        window = source_window(method, hole, box, width, height, grown=grown)
+    else:
+        window = _lama_window(parts, box, width, height)
     inner = (
         slice(box.y0 - window.y0, box.y1 - window.y0),
         slice(box.x0 - window.x0, box.x1 - window.x0),
@@ -97,17 +108,80 @@ def fill_crop(
     mask = np.zeros((window.height, window.width), np.uint8)
     mask[inner] = hole
     rgb = crop.rgb if window == box else to_rgb8(request.image[window.slices])
-    out, ran = filled(rgb, mask, method, cancel, grown=grown)
+    if parts is None:
+        out, ran = filled(rgb, mask, method, cancel, grown=grown)
+    else:
+        assert lama is not None
+        out, ran = _fill_with_lama(rgb, mask, inner, parts, lama, cancel)
     return out[inner], ran
+
+
+def _lama_parts(method: str, hole: np.ndarray, grown: int, lama: Path | None):
+    """(thin, thick) parts of ``hole`` when LaMa fills its thick part, else None."""
+    if method == "lama":
+        if lama is None:
+            from sdstudio.engine.specialists.lama import MISSING
+
+            raise ModelError(MISSING)
+        return np.zeros(hole.shape, bool), hole > 0
+    if method != "auto" or lama is None:
+        return None
+    thin, thick = split(hole, grown)
+    return (thin, thick) if thick.any() else None  # strokes only: the membrane, as before
+
+
+def _lama_window(parts, box: Box, width: int, height: int) -> Box:
+    from sdstudio.engine.specialists.lama import context
+
+    thin, thick = parts
+    y0, y1, x0, x1 = context(thick)
+    window = Box(box.x0 + x0, box.y0 + y0, box.x0 + x1, box.y0 + y1).union(box)
+    if thin.any():
+        window = window.union(source_window("harmonic", thin.view(np.uint8), box, width, height))
+    return window.clamp(width, height)
+
+
+def _fill_with_lama(rgb, mask, inner, parts, lama: Path, cancel) -> tuple[np.ndarray, str]:
+    """The membrane over the thin parts (in the window's ``inner`` crop), then LaMa."""
+    from sdstudio.engine.specialists.lama import lama_fill
+
+    thin, thick = (np.zeros(mask.shape, np.uint8) for _ in range(2))
+    thin[inner], thick[inner] = parts
+    out = harmonic(rgb, thin, cancel) if thin.any() else rgb
+    out = lama_fill(out, thick, lama, cancel)
+    ran = LABELS["lama"]
+    return out, ran if not thin.any() else f"{ran} (smooth membrane for thin strokes)"
 
 
 class ClassicalFillEngine:
     """Removes what the mask covers with no model: works offline, on any machine, in a moment."""
 
-    def __init__(self, method: str | Callable[[], str] = DEFAULT_METHOD):
-        """``method``: a fill name, or a callable read at each run (the editor's menu choice)."""
+    def __init__(
+        self,
+        method: str | Callable[[], str] = DEFAULT_METHOD,
+        models_folder: Callable[[], Path] | None = None,
+        fill_model: Path | None = None,
+    ):
+        """``method``: a fill name, or a callable read at each run (the editor's menu choice).
+        ``models_folder``: read at each run, where an installed LaMa is looked for ("lama", and
+        "auto" for object-sized holes); default SD Studio's models folder. ``fill_model``: the
+        LaMa file to use instead of looking."""
         self._method = method if callable(method) else (lambda: method)
+        self._models_folder = models_folder
+        self.fill_model = fill_model
         get_method(self.method)  # an unknown name fails here, not mid-run
+
+    def lama_model(self, method: str) -> Path | None:
+        """The LaMa file a run of ``method`` uses: ``fill_model``, else one installed in the
+        models folder, else None ("lama" then fails, "auto" fills without a model)."""
+        if method not in ("lama", "auto"):
+            return None
+        if self.fill_model is not None:
+            return self.fill_model
+        from sdstudio.core.paths import models_dir
+        from sdstudio.engine.specialists.lama import find_lama
+
+        return find_lama(self._models_folder() if self._models_folder else models_dir())
 
     @property
     def method(self) -> str:
@@ -119,7 +193,13 @@ class ClassicalFillEngine:
                 RequestError(f"The model-free fill can only remove, not {request.mode.value}.")
             )
             return
+        method = self.method
         try:
+            lama = self.lama_model(method)
+            if method == "lama" and lama is None:
+                from sdstudio.engine.specialists.lama import MISSING
+
+                raise ModelError(MISSING)
             crop = inpaint.prepare(request, native=None)
         except Exception as error:  # noqa: BLE001 - becomes a Failed event
             yield failure_event(error)
@@ -130,7 +210,7 @@ class ClassicalFillEngine:
             return
         halo = HALO if request.mode is Mode.REMOVE else 0
         try:
-            rgb, ran = fill_crop(request, crop, self.method, cancel, halo)
+            rgb, ran = fill_crop(request, crop, method, cancel, halo, lama)
             patch = inpaint.finish(request.with_(color_match=False), crop, rgb)
         except RunCancelled:
             yield Cancelled()

@@ -69,6 +69,26 @@ def auto(
     return out
 
 
+def lama(
+    rgb: np.ndarray,
+    mask: np.ndarray,
+    cancel: threading.Event | None = None,
+    progress=None,
+    model=None,
+) -> np.ndarray:
+    """The LaMa removal model (``sdstudio.engine.specialists.lama``): ``model`` (a file), else
+    the one installed in the models folder; none installed raises a ModelError saying where to
+    get one. Not model-free: "auto" uses it only when given a model (``engine.classical``)."""
+    from sdstudio.core.errors import ModelError
+    from sdstudio.core.paths import models_dir
+    from sdstudio.engine.specialists.lama import MISSING, find_lama, lama_fill
+
+    model = model or find_lama(models_dir())
+    if model is None:
+        raise ModelError(MISSING)
+    return lama_fill(rgb, mask, model, cancel, progress)
+
+
 METHODS: dict[str, FillMethod] = {
     "telea": telea,
     "navier-stokes": navier_stokes,
@@ -76,6 +96,7 @@ METHODS: dict[str, FillMethod] = {
     "patchmatch": patchmatch,
     "structure-texture": structure_texture,
     "auto": auto,
+    "lama": lama,
 }
 LABELS = {
     "telea": "OpenCV Telea (no model)",
@@ -84,6 +105,7 @@ LABELS = {
     "patchmatch": "PatchMatch exemplar fill (no model)",
     "structure-texture": "Smooth shading + PatchMatch texture (no model)",
     "auto": "Texture fill, or smooth for thin holes (no model)",
+    "lama": "LaMa removal model",
 }
 SMOOTHED_LABEL = (
     "Smooth membrane fill (no model; too little picture around the hole to copy texture from)"

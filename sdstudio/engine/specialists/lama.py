@@ -32,6 +32,9 @@ MISSING = (
     "--fill auto (no model needed)."
 )
 
+CONTEXT = 64
+"""Pixels of picture LaMa is given around a hole at least; a larger hole gets half its size."""
+
 _lock = threading.Lock()
 _cache: dict[tuple, object] = {}
 
@@ -43,6 +46,16 @@ def find_lama(models: Path) -> Path | None:
         if info.architecture == "LaMa" and info.usable:
             return info.path
     return None
+
+
+def context(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """The box (y0, y1, x0, x1) of picture LaMa reads to fill ``mask``, in the mask's
+    coordinates and reaching past its edges: the hole's bounding box grown by ``CONTEXT`` or by
+    half the hole's longer side, whichever is more (the crop is clamped to the picture after)."""
+    rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+    y0, y1, x0, x1 = int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
+    pad = max(CONTEXT, max(y1 - y0, x1 - x0) // 2)
+    return y0 - pad, y1 + pad, x0 - pad, x1 + pad
 
 
 def _loaded(path: Path, device: str):

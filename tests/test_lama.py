@@ -1,0 +1,210 @@
+"""LaMa removal (engine/specialists/lama.py) through the product's paths: the fill engine's crop
+and paste-back, "auto" with and without a model installed, and ``sdstudio remove --fill lama``.
+A random-weight LaMa: these tests check plumbing and pixels outside the hole, not quality."""
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sdstudio.cli import main
+from sdstudio.core.errors import ModelError
+from sdstudio.core.imageio import load_image, read_parameters, save_image
+from sdstudio.core.mask import blend_alpha
+from sdstudio.core.request import GenerationRequest, Mode
+from sdstudio.engine.classical import ClassicalFillEngine
+from sdstudio.engine.events import Failed, Finished
+from sdstudio.engine.specialists import lama as lama_module
+from sdstudio.engine.specialists.lama import find_lama, lama_fill
+from sdstudio.engine.specialists.loading import specialists_dir
+from sdstudio.engine.streaming import RunCancelled
+
+BLUR = 2
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory) -> Path:
+    """A models folder with a random-weight LaMa (full size, about 200 MB) installed."""
+    import torch
+    from safetensors.torch import save_file
+    from spandrel.architectures.LaMa import LaMa
+
+    torch.set_num_threads(1)  # a shared 2-core machine
+    torch.manual_seed(0)
+    state = {k: v.contiguous() for k, v in LaMa(in_nc=4, out_nc=3).eval().state_dict().items()}
+    folder = tmp_path_factory.mktemp("home") / "models"  # as SDSTUDIO_HOME's models folder
+    specialists_dir(folder).mkdir(parents=True)
+    save_file(state, str(specialists_dir(folder) / "big-lama.safetensors"))
+    return folder
+
+
+@pytest.fixture
+def lama(models) -> Path:
+    path = find_lama(models)
+    assert path == specialists_dir(models) / "big-lama.safetensors"
+    return path
+
+
+def odd_picture(h=67, w=91, seed=0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:h, 0:w]
+    base = np.stack([x * 2, y * 3, 255 - x - y], -1) % 256
+    return np.clip(base + rng.integers(-20, 21, (h, w, 3)), 0, 255).astype(np.uint8)
+
+
+def blob(h=67, w=91) -> np.ndarray:
+    mask = np.zeros((h, w), np.uint8)
+    mask[20:45, 30:62] = 255
+    return mask
+
+
+def remove(engine, image, mask, **changes):
+    request = GenerationRequest(mode=Mode.REMOVE, image=image, mask=mask, mask_blur=BLUR, **changes)
+    return list(engine.run(request, threading.Event()))[-1]
+
+
+def test_lama_fill_changes_the_hole_only(lama):
+    image, mask = odd_picture(), blob()
+    out = lama_fill(image, mask, lama)
+    hole = mask > 0
+    np.testing.assert_array_equal(out[~hole], image[~hole])
+    assert (out[hole] != image[hole]).mean() > 0.5
+    np.testing.assert_array_equal(lama_fill(image, mask, lama), out)  # deterministic
+
+
+@pytest.mark.parametrize(
+    "layout",
+    ["rgb8", "rgb16", "grey8", "grey16", "rgba8", "rgba16"],
+)
+def test_remove_with_lama_keeps_every_pixel_outside_the_blend_zone(lama, layout):
+    image = odd_picture()
+    if layout.startswith("grey"):
+        image = image[:, :, 1]
+    elif layout.startswith("rgba"):
+        alpha = np.linspace(40, 255, image.shape[1]).astype(np.uint8)
+        image = np.dstack([image, np.broadcast_to(alpha, image.shape[:2])])
+    if layout.endswith("16"):
+        image = image.astype(np.uint16) * 257 + 3  # not a multiple of 257: no 8-bit round trip
+    mask = blob()
+    done = remove(ClassicalFillEngine("lama", fill_model=lama), image, mask)
+    assert isinstance(done, Finished), getattr(done, "message", done)
+    assert "Sampler: LaMa" in done.parameters
+    result = done.composite(image)
+    assert result.dtype == image.dtype and result.shape == image.shape
+    outside = blend_alpha(mask, BLUR) == 0
+    np.testing.assert_array_equal(result[outside], image[outside])
+    assert not np.array_equal(result[mask > 0], image[mask > 0])
+
+
+def test_auto_uses_lama_for_objects_when_installed_and_not_otherwise(models, tmp_path):
+    image, mask = odd_picture(), blob()
+    with_model = ClassicalFillEngine("auto", models_folder=lambda: models)
+    assert "Sampler: LaMa removal model," in remove(with_model, image, mask).parameters
+    without = ClassicalFillEngine("auto", models_folder=lambda: tmp_path)
+    parameters = remove(without, image, mask).parameters
+    assert "LaMa" not in parameters and "(no model)" in parameters
+    stroke = np.zeros(mask.shape, np.uint8)
+    stroke[30:33, 10:80] = 255  # a thin stroke: the membrane, model or not
+    assert "LaMa" not in remove(with_model, image, stroke).parameters
+    both = mask.copy()
+    both[60:62, 5:85] = 255  # an object and a stroke: LaMa for one, the membrane for the other
+    assert "LaMa removal model (smooth membrane for thin strokes)" in (
+        remove(with_model, image, both).parameters
+    )
+
+
+def test_lama_without_a_model_says_where_to_get_one(tmp_path):
+    done = remove(
+        ClassicalFillEngine("lama", models_folder=lambda: tmp_path), odd_picture(), blob()
+    )
+    assert isinstance(done, Failed) and "Model library" in done.message
+    assert "--fill auto" in done.message
+
+
+def test_a_large_crop_is_filled_at_the_working_size(lama, monkeypatch):
+    seen = []
+    run = lama_module._run
+
+    def spy(descriptor, rgb8, hole, *rest):
+        seen.append(rgb8.shape[:2])
+        return run(descriptor, rgb8, hole, *rest)
+
+    monkeypatch.setattr(lama_module, "_run", spy)
+    monkeypatch.setitem(lama_module.WORK_SIZE, "cpu", 48)
+    image = odd_picture(121, 97)
+    mask = np.zeros(image.shape[:2], np.uint8)
+    mask[40:80, 30:70] = 1
+    out = lama_fill(image, mask, lama, device="cpu")
+    assert seen == [(48, 38)]
+    np.testing.assert_array_equal(out[mask == 0], image[mask == 0])
+    assert (out[mask > 0] != image[mask > 0]).mean() > 0.5
+
+
+def test_the_model_stays_loaded_until_its_file_changes(lama, monkeypatch, tmp_path):
+    import os
+
+    loads = []
+    load = lama_module.load_model
+    monkeypatch.setattr(lama_module, "load_model", lambda *a: loads.append(a) or load(*a))
+    lama_module.clear_cache()
+    image, mask = odd_picture(40, 40), blob(40, 40)
+    lama_fill(image, mask, lama, device="cpu")
+    lama_fill(image, mask, lama, device="cpu")
+    assert len(loads) == 1
+    copy = tmp_path / "copy.safetensors"
+    os.link(lama, copy)
+    os.utime(copy, ns=(1, 1))  # the same file, an older modification time: loaded again
+    lama_fill(image, mask, copy, device="cpu")
+    assert len(loads) == 2
+
+
+def test_cancel_stops_lama_within_the_network(lama):
+    cancel = threading.Event()
+    calls = []
+
+    def progress(i, n):
+        calls.append((i, n))
+        if i == 3:
+            cancel.set()
+
+    with pytest.raises(RunCancelled):
+        lama_fill(odd_picture(), blob(), lama, cancel, progress)
+    assert calls[-1][0] == 3 and calls[-1][1] > 10  # stopped at the next stage, not the end
+
+
+def test_a_non_lama_model_is_refused(tmp_path):
+    from safetensors.torch import save_file
+    from spandrel.architectures.SCUNet import SCUNet
+
+    path = tmp_path / "scunet.safetensors"
+    save_file({k: v.contiguous() for k, v in SCUNet().state_dict().items()}, str(path))
+    with pytest.raises(ModelError, match="not a LaMa"):
+        lama_fill(odd_picture(), blob(), path, device="cpu")
+
+
+def test_cli_remove_with_lama_end_to_end(models, lama, tmp_path, monkeypatch, capsys):
+    image, mask = odd_picture(), blob()
+    save_image(tmp_path / "photo.png", image)
+    save_image(tmp_path / "mask.png", mask)
+    args = ["remove", str(tmp_path / "photo.png"), "--mask", str(tmp_path / "mask.png")]
+    monkeypatch.setenv("SDSTUDIO_HOME", str(tmp_path / "home"))  # no model installed there
+    assert main([*args, "--fill", "lama", "-o", str(tmp_path / "none.png")]) == 1
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and "Model library" in error[0] and "--fill auto" in error[0]
+    assert not (tmp_path / "none.png").exists()
+
+    monkeypatch.setenv("SDSTUDIO_HOME", str(models.parent))  # its models folder: installed
+    out = tmp_path / "out.png"
+    assert main([*args, "--fill", "lama", "-o", str(out)]) == 0, capsys.readouterr().err
+    result = load_image(out)
+    outside = blend_alpha(mask, 4) == 0
+    np.testing.assert_array_equal(result[outside], image[outside])
+    assert not np.array_equal(result[mask > 0], image[mask > 0])
+    assert "Sampler: LaMa" in read_parameters(out)
+
+    given = tmp_path / "given.png"
+    chosen = ["--fill", "lama", "--fill-model", str(lama), "-o", str(given)]
+    monkeypatch.setenv("SDSTUDIO_HOME", str(tmp_path / "home"))
+    assert main([*args, *chosen]) == 0
+    np.testing.assert_array_equal(load_image(given), result)
