@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from sdstudio.core.errors import SDStudioError
-from sdstudio.core.mask import REPAINT, bounding_box
+from sdstudio.core.mask import bounding_box
 from sdstudio.core.mask import grow as dilate
 from sdstudio.core.region import Box
 
@@ -109,7 +109,7 @@ class ModelFrame:
         square = cv2.resize(logits, (self.side, self.side), interpolation=cv2.INTER_LINEAR)
         inside = np.ascontiguousarray(square[: self.scaled_height, : self.scaled_width])
         full = cv2.resize(inside, (self.width, self.height), interpolation=cv2.INTER_LINEAR)
-        return np.where(full > 0.0, REPAINT, 0).astype(np.uint8)
+        return cv2.compare(full, 0.0, cv2.CMP_GT)  # 255 where the logit is positive, else 0
 
 
 def grow(mask: np.ndarray, pixels: int) -> np.ndarray:
