@@ -52,10 +52,8 @@ def sam_reference(reference: str | Path | None, models: Path | None = None) -> s
 
 def _installed_sam(models: Path | None) -> str | None:
     """The model library's SAM (a folder under the models folder, or a hub download)."""
-    try:
-        from sdstudio.engine.models.sam import find_sam
-    except ImportError:  # the library's SAM support is not part of this build
-        return None
+    from sdstudio.engine.models.sam import find_sam
+
     if models is None:
         from sdstudio.core.paths import models_dir
 
