@@ -15,6 +15,12 @@ Two sets, chosen with ``--sets``:
   Beside each product figure stands the ceiling: the fill's kernel over the whole picture with
   the exact mask (what this benchmark measured before it ran the product's path).
 
+- lama: the LaMa removal model's time only (``--lama FILE``, default: the one installed in the
+  models folder, else a random-weight LaMa built from spandrel's architecture, which says
+  nothing of quality): a 1 MP picture whose hole's window is the whole picture (LaMa at its full
+  1 MP: the s/MP figure), and an object-sized hole (4%) in a 1 MP and a 4 MP picture, through
+  the product's path, after one run that loads the model (its time shown apart). ``--device``.
+
 Scores: PSNR and SSIM (SSIM map from skimage, 7 px window, per channel) averaged over the hole,
 and over a ring of +-16 px around the hole's edge (where seams show; outside the blend zone, 8 px
 past the mask at the default blur, the picture is exact, so the ring numbers measure how well the
@@ -25,6 +31,7 @@ judge. Ran: what the result's parameters name as the method that ran. Time: wall
 megapixel of picture, this machine, one call each.
 
     python benchmarks/bench_fill.py [--methods telea,patchmatch] [--images 8] [--sets context]
+    python benchmarks/bench_fill.py --sets lama [--lama FILE] [--device cuda]
 """
 
 from __future__ import annotations
@@ -164,10 +171,13 @@ def context_cases() -> list[tuple[str, np.ndarray, np.ndarray]]:
     return cases
 
 
-def product_fill(image: np.ndarray, mask: np.ndarray, method: str) -> tuple[np.ndarray, str]:
+def product_fill(
+    image: np.ndarray, mask: np.ndarray, method: str, fill_model: Path | None = None
+) -> tuple[np.ndarray, str]:
     """The removal as the editor runs it: the picture with the result in place, and what ran."""
     request = GenerationRequest(mode=Mode.REMOVE, image=image, mask=mask)
-    events = list(ClassicalFillEngine(method).run(request, threading.Event()))
+    engine = ClassicalFillEngine(method, fill_model=fill_model)
+    events = list(engine.run(request, threading.Event()))
     done = events[-1]
     if not isinstance(done, Finished):
         raise RuntimeError(f"{method}: the removal ended in {done}")
@@ -268,15 +278,78 @@ def run_context(methods: list[str]) -> None:
             )
 
 
+def lama_model(given: Path | None) -> Path:
+    """``given``, else the installed LaMa, else a random-weight one written to a temp file."""
+    import tempfile
+
+    from sdstudio.core.paths import models_dir
+    from sdstudio.engine.specialists.lama import find_lama
+
+    found = given or find_lama(models_dir())
+    if found is not None:
+        print(f"LaMa: {found}")
+        return found
+    import torch
+    from safetensors.torch import save_file
+    from spandrel.architectures.LaMa import LaMa
+
+    torch.manual_seed(0)
+    path = Path(tempfile.mkdtemp(prefix="bench_lama_")) / "random-lama.safetensors"
+    save_file({k: v.contiguous() for k, v in LaMa(in_nc=4, out_nc=3).state_dict().items()}, path)
+    print("LaMa: random weights (spandrel's architecture): times only")
+    return path
+
+
+def run_lama(model: Path, device: str | None) -> None:
+    import torch
+
+    from sdstudio.engine.specialists import lama
+
+    if device:
+        real = lama.lama_fill
+        lama.lama_fill = lambda *a, **k: real(*a, **{**k, "device": device})
+    print(f"device: {device or lama.pick_device()}, torch threads: {torch.get_num_threads()}")
+    start = time.perf_counter()
+    product_fill(grain_texture(128, 128), square(128, 128, 40, 64, 64), "lama", model)
+    print(f"first run (loads the model): {time.perf_counter() - start:.1f} s")
+    texture = grain_texture(1000, 1000)
+    cases = [("1 MP, the window the whole picture", texture, square(1000, 1000, 600, 500, 500))]
+    for side in (1000, 2000):
+        mask = object_mask(side, side, np.random.default_rng(side))
+        cases.append((f"{side**2 / 1e6:.0f} MP, object hole 4%", grain_texture(side, side), mask))
+    print("| case | LaMa works at | s | s/MP of picture |\n|---|---|---|---|")
+    seen: list[tuple[int, ...]] = []
+    real_run = lama._run
+    lama._run = lambda d, rgb8, *a: seen.append(rgb8.shape[:2]) or real_run(d, rgb8, *a)
+    for name, image, mask in cases:
+        seen.clear()
+        start = time.perf_counter()
+        product_fill(image, mask, "lama", model)
+        seconds = time.perf_counter() - start
+        h, w = image.shape[:2]
+        print(
+            f"| {name} | {seen[0][1]} x {seen[0][0]} | {seconds:.2f} | "
+            f"{seconds / (h * w / 1e6):.2f} |",
+            flush=True,
+        )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--methods", default=",".join(METHODS))
+    parser.add_argument("--methods", default=",".join(m for m in METHODS if m != "lama"))
     parser.add_argument("--images", type=int, default=len(PHOTOS))
     parser.add_argument("--megapixels", type=float, default=1.0)
-    parser.add_argument("--sets", default="photos,context", help="photos, context or both")
+    parser.add_argument("--sets", default="photos,context", help="photos, context and/or lama")
+    parser.add_argument("--lama", type=Path, help="LaMa model for --sets lama")
+    parser.add_argument("--device", help="for --sets lama: cpu or cuda (default: CUDA if any)")
     args = parser.parse_args()
     methods = args.methods.split(",")
     sets = args.sets.split(",")
+    if "lama" in sets:
+        run_lama(lama_model(args.lama), args.device)
+        sets.remove("lama")
+        if not sets:
+            return 0
     for method in methods:  # compile (or load) numba kernels before timing anything
         product_fill(grain_texture(128, 128), square(128, 128, 40, 64, 64), method)
     if "photos" in sets:

@@ -110,7 +110,7 @@ def _hooks(model, cancel: threading.Event | None, progress: Callable | None) -> 
 def _run(descriptor, rgb8: np.ndarray, hole: np.ndarray, device: str, cancel, progress):
     import torch
 
-    image = torch.from_numpy(np.ascontiguousarray(rgb8)).to(device)
+    image = torch.from_numpy(np.array(rgb8, np.uint8, order="C")).to(device)  # a writable copy
     image = image.permute(2, 0, 1)[None].float().div_(255.0)
     mask = torch.from_numpy(hole.astype(np.float32))[None, None].to(device)
     handles = _hooks(descriptor.model, cancel, progress)
