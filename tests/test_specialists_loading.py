@@ -170,3 +170,18 @@ def test_a_missing_or_odd_file_is_a_clear_error(tmp_path):
     with pytest.raises(ModelError, match="not a model file"):
         load_state_dict(tmp_path / "model.onnx")
     assert scan_specialists(tmp_path / "no-models") == []
+
+
+def test_the_command_line_conversion_the_refusal_names(tmp_path, capsys):
+    import torch
+
+    from sdstudio.engine.specialists.loading import main
+
+    torch.save({"w": torch.ones(2)}, tmp_path / "model.pth")
+    pickle_trap(tmp_path / "evil.pt", tmp_path / "ran.txt")
+    with pytest.raises(PickleConsentNeeded, match="python -m sdstudio.engine.specialists.loading"):
+        load_state_dict(tmp_path / "model.pth")
+    assert main([str(tmp_path / "model.pth"), str(tmp_path / "evil.pt")]) == 1
+    assert "more than plain weights" in capsys.readouterr().err
+    assert same_tensors(load_state_dict(tmp_path / "model.pth"), {"w": torch.ones(2)})
+    assert not (tmp_path / "ran.txt").exists()
