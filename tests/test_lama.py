@@ -262,3 +262,28 @@ def test_cli_remove_with_lama_end_to_end(models, lama, tmp_path, monkeypatch, ca
     monkeypatch.setenv("SDSTUDIO_HOME", str(tmp_path / "home"))
     assert main([*args, *chosen]) == 0
     np.testing.assert_array_equal(load_image(given), result)
+
+
+def test_remove_and_refine_starts_from_the_lama_fill(models, sd1_inpaint_model, tmp_path):
+    """The SD "remove + refine" pre-fills through the same fill_crop, with the installed LaMa."""
+    image, mask = odd_picture(), blob()
+    save_image(tmp_path / "photo.png", image)
+    save_image(tmp_path / "mask.png", mask)
+    calls = []
+    fill = lama_module.lama_fill
+
+    def spy(*args, **kwargs):
+        calls.append(args[2])
+        return fill(*args, **kwargs)
+
+    args = ["remove", str(tmp_path / "photo.png"), "--mask", str(tmp_path / "mask.png")]
+    args += ["--refine", "--model", sd1_inpaint_model, "--steps", "2", "--seed", "1"]
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lama_module, "lama_fill", spy)
+        assert main([*args, "--models-dir", str(models), "-o", str(tmp_path / "a.png")]) == 0
+        assert calls == [find_lama(models)]
+        assert main([*args, "--models-dir", str(tmp_path), "-o", str(tmp_path / "b.png")]) == 0
+        assert len(calls) == 1  # no LaMa in that folder: the model-free pre-fill
+    result = load_image(tmp_path / "a.png")
+    outside = blend_alpha(mask, 4) == 0
+    np.testing.assert_array_equal(result[outside], image[outside])

@@ -45,6 +45,7 @@ from sdstudio.engine.diffusion.pipelines import PipelineCache, Task
 from sdstudio.engine.diffusion.prompts import encode_prompt, parse_prompt
 from sdstudio.engine.diffusion.tiny_vae import TinyPreviewer, TinyVaes
 from sdstudio.engine.events import Event, Finished, Preview, Started, Step
+from sdstudio.engine.specialists.lama import find_lama
 from sdstudio.engine.streaming import Emit, GenerationThread, check_cancel
 
 log = logging.getLogger(__name__)
@@ -164,7 +165,8 @@ class DiffusersEngine:
         loaded, pipe = self.cache.pipeline(request.model, TASKS[request.mode], controls)
         check_cancel(cancel)
         pipe.scheduler = make_scheduler(request.scheduler, loaded.scheduler_config)
-        box, crop, kwargs = _pipeline_inputs(request, loaded.native_size)
+        lama = find_lama(self.models_folder()) if request.mode is Mode.REMOVE else None
+        box, crop, kwargs = _pipeline_inputs(request, loaded.native_size, lama)
         kwargs.update(_control_inputs(request, box, kwargs, controls))
 
         conditioning = self._conditioning(request, pipe)
@@ -241,9 +243,10 @@ def as_whole_inpaint(request: GenerationRequest) -> GenerationRequest:
 
 
 def _pipeline_inputs(
-    request: GenerationRequest, native: int
+    request: GenerationRequest, native: int, lama: Path | None = None
 ) -> tuple[Box, inpaint.InpaintCrop | None, dict[str, Any]]:
-    """Where the result goes, the inpaint crop (if any), and the pipeline's image arguments."""
+    """Where the result goes, the inpaint crop (if any), and the pipeline's image arguments.
+    ``lama``: an installed LaMa, which pre-fills a removal's object-sized holes ("auto")."""
     if request.mode is Mode.TXT2IMG:
         return (
             Box(0, 0, request.width, request.height),
@@ -265,7 +268,7 @@ def _pipeline_inputs(
     if request.mode in (Mode.REMOVE, Mode.OUTPAINT):
         # pre-fill (no ghost of the object), reading the picture around the crop as far as a
         # large hole needs: the crop alone leaves it too little to copy texture from
-        source = fill_crop(request, crop)[0]
+        source = fill_crop(request, crop, lama=lama)[0]
     image, mask = crop.at_model_size(source)
     return (
         crop.box,
