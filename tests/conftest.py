@@ -2,6 +2,7 @@ import ipaddress
 import os
 import socket
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -10,6 +11,9 @@ import pytest
 # No test touches the network; Qt never needs a screen.
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
+# The person's own models, settings and recovery files never reach a test: a developer with a
+# LaMa installed would otherwise see Remove's "auto" take it in tests that expect the fills.
+os.environ["SDSTUDIO_HOME"] = tempfile.mkdtemp(prefix="sdstudio-tests-home-")
 sys.path.insert(0, str(Path(__file__).parent))
 
 pytest_plugins = ("pytester",)  # test_network_guard runs a small suite of its own

@@ -679,3 +679,24 @@ def test_autosave_keeps_waiting_results_and_recovery_brings_them_back(
     qtbot.waitUntil(lambda: len(other.session.candidates) == 1, timeout=5000)
     waiting = window.session.candidates[0].result.patch
     np.testing.assert_array_equal(other.session.candidates[0].result.patch, waiting)
+
+
+def test_the_remove_fill_looks_for_lama_in_the_windows_models_folder(qtbot, tmp_path):
+    """The library can move the models folder: Remove's engine must read the window's."""
+    from sdstudio.qt.fill_menu import fill_engine_factory
+
+    folder = tmp_path / "models"
+    engine = fill_engine_factory(lambda: "auto", lambda: folder)()
+    (folder / "specialists").mkdir(parents=True)
+    assert engine.lama_model("auto") is None  # nothing installed there
+    lama = folder / "specialists" / "big-lama.safetensors"
+    seen = []
+    import sdstudio.engine.specialists.lama as lama_module
+
+    real = lama_module.find_lama
+    lama_module.find_lama = lambda models: seen.append(models) or lama
+    try:
+        assert engine.lama_model("auto") == lama
+    finally:
+        lama_module.find_lama = real
+    assert seen == [folder]

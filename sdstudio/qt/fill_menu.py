@@ -5,6 +5,7 @@ removal model, downloaded in Models > Model library) is offered beside the model
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
 from PySide6.QtCore import QSettings
 from PySide6.QtGui import QActionGroup
@@ -31,13 +32,14 @@ def read_fill_method(settings: QSettings) -> str:
     return chosen if chosen in dict(FILL_CHOICES) else "auto"
 
 
-def fill_engine_factory(method: Callable[[], str]):
-    """A factory for the fill worker: its engine reads ``method()`` at each run."""
+def fill_engine_factory(method: Callable[[], str], models_folder: Callable[[], Path] | None = None):
+    """A factory for the fill worker: its engine reads ``method()`` at each run, and finds LaMa
+    in ``models_folder()`` (the window's, which the library may change) when given."""
 
     def make():
         from sdstudio.engine.classical import ClassicalFillEngine
 
-        return ClassicalFillEngine(method)
+        return ClassicalFillEngine(method, models_folder=models_folder)
 
     return make
 

@@ -118,7 +118,10 @@ class MainWindow(WindowActions, ModelActions, FileHandling, Autosave, QMainWindo
         )
         self.generation = GenerationWorker(self.engine.handle_factory())
         self.fill_method = read_fill_method(self.settings)
-        self.fill = GenerationWorker(fill_factory or fill_engine_factory(lambda: self.fill_method))
+        self.fill = GenerationWorker(
+            fill_factory
+            or fill_engine_factory(lambda: self.fill_method, lambda: self.models_folder)
+        )
         self.session = EditorSession(self.canvas, self.panel, self.generation, self.fill)
         self.session.candidate_budget = memory_budget(self.settings, RESULTS_KEY, RESULTS_MIB)
         self.live = LiveMode(self, self.engine.handle_factory())
