@@ -14,7 +14,7 @@ from sdstudio.core.imageio import load_image, read_parameters, save_image
 from sdstudio.core.mask import blend_alpha
 from sdstudio.core.request import GenerationRequest, Mode
 from sdstudio.engine.classical import ClassicalFillEngine
-from sdstudio.engine.events import Failed, Finished
+from sdstudio.engine.events import Failed, Finished, Step
 from sdstudio.engine.specialists import lama as lama_module
 from sdstudio.engine.specialists.lama import find_lama, lama_fill
 from sdstudio.engine.specialists.loading import specialists_dir
@@ -287,3 +287,13 @@ def test_remove_and_refine_starts_from_the_lama_fill(models, sd1_inpaint_model, 
     result = load_image(tmp_path / "a.png")
     outside = blend_alpha(mask, 4) == 0
     np.testing.assert_array_equal(result[outside], image[outside])
+
+
+def test_a_lama_remove_reports_progress_while_it_runs(lama):
+    """A LaMa run takes seconds on a CPU: its stages reach the worker as steps, in order."""
+    request = GenerationRequest(mode=Mode.REMOVE, image=odd_picture(), mask=blob(), mask_blur=BLUR)
+    events = list(ClassicalFillEngine("lama", fill_model=lama).run(request, threading.Event()))
+    steps = [e for e in events if isinstance(e, Step)]
+    assert isinstance(events[-1], Finished) and len(steps) >= 3
+    fractions = [s.index / s.total for s in steps]
+    assert fractions == sorted(fractions) and steps[-1] == Step(1, 1)

@@ -19,7 +19,12 @@ from sdstudio.engine import inpaint
 from sdstudio.engine.events import Cancelled, Event, Finished, Started, Step
 from sdstudio.engine.fill import DEFAULT_METHOD, LABELS, filled, get_method, reads, split
 from sdstudio.engine.fill.smooth import harmonic
-from sdstudio.engine.streaming import RunCancelled, failure_event
+from sdstudio.engine.streaming import (
+    Emit,
+    GenerationThread,
+    check_cancel,
+    failure_event,
+)
 
 HALO = 2
 """Extra pixels the removal fill treats as unknown past ``crop.fill_mask`` (the mask grown by its
@@ -80,6 +85,7 @@ def fill_crop(
     cancel: threading.Event | None = None,
     halo: int = 0,
     lama: Path | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> tuple[np.ndarray, str]:
     """``crop.rgb`` with ``crop.fill_mask`` (grown by ``halo``) filled, and what ran, in words.
 
@@ -109,10 +115,10 @@ def fill_crop(
     mask[inner] = hole
     rgb = crop.rgb if window == box else to_rgb8(request.image[window.slices])
     if parts is None:
-        out, ran = filled(rgb, mask, method, cancel, grown=grown)
+        out, ran = filled(rgb, mask, method, cancel, progress, grown=grown)
     else:
         assert lama is not None
-        out, ran = _fill_with_lama(rgb, mask, inner, parts, lama, cancel)
+        out, ran = _fill_with_lama(rgb, mask, inner, parts, lama, cancel, progress)
     return out[inner], ran
 
 
@@ -141,14 +147,16 @@ def _lama_window(parts, box: Box, width: int, height: int) -> Box:
     return window.clamp(width, height)
 
 
-def _fill_with_lama(rgb, mask, inner, parts, lama: Path, cancel) -> tuple[np.ndarray, str]:
+def _fill_with_lama(
+    rgb, mask, inner, parts, lama: Path, cancel, progress=None
+) -> tuple[np.ndarray, str]:
     """The membrane over the thin parts (in the window's ``inner`` crop), then LaMa."""
     from sdstudio.engine.specialists.lama import lama_fill
 
     thin, thick = (np.zeros(mask.shape, np.uint8) for _ in range(2))
     thin[inner], thick[inner] = parts
     out = harmonic(rgb, thin, cancel) if thin.any() else rgb
-    out = lama_fill(out, thick, lama, cancel)
+    out = lama_fill(out, thick, lama, cancel, progress)
     ran = LABELS["lama"]
     return out, ran if not thin.any() else f"{ran} (smooth membrane for thin strokes)"
 
@@ -169,6 +177,7 @@ class ClassicalFillEngine:
         self._method = method if callable(method) else (lambda: method)
         self._models_folder = models_folder
         self.fill_model = fill_model
+        self._thread: GenerationThread | None = None
         get_method(self.method)  # an unknown name fails here, not mid-run
 
     def lama_model(self, method: str) -> Path | None:
@@ -209,20 +218,27 @@ class ClassicalFillEngine:
             yield Cancelled()
             return
         halo = HALO if request.mode is Mode.REMOVE else 0
-        try:
-            rgb, ran = fill_crop(request, crop, method, cancel, halo, lama)
+
+        def work(emit: Emit) -> None:
+            def progress(done: int, total: int) -> None:  # a LaMa run takes seconds on a CPU
+                if 0 < done < total:
+                    emit(Step(done, total))
+
+            rgb, ran = fill_crop(request, crop, method, cancel, halo, lama, progress)
             patch = inpaint.finish(request.with_(color_match=False), crop, rgb)
-        except RunCancelled:
-            yield Cancelled()
-            return
-        except Exception as error:  # noqa: BLE001
-            yield failure_event(error)
-            return
-        yield Step(1, 1)
-        if cancel.is_set():
-            yield Cancelled()
-            return
-        assert request.image is not None
-        height, width = request.image.shape[:2]
-        parameters = format_fill_parameters(request, width=width, height=height, method=ran)
-        yield Finished(patch, crop.box, parameters, request)
+            emit(Step(1, 1))
+            check_cancel(cancel)
+            assert request.image is not None
+            height, width = request.image.shape[:2]
+            parameters = format_fill_parameters(request, width=width, height=height, method=ran)
+            emit(Finished(patch, crop.box, parameters, request))
+
+        # on a thread of its own, so that its progress reaches the worker while it runs
+        if self._thread is None:
+            self._thread = GenerationThread()
+        yield from self._thread.stream(work, cancel)
+
+    def close(self) -> None:
+        if self._thread is not None:
+            self._thread.shutdown()
+            self._thread = None

@@ -95,12 +95,18 @@ def _hooks(model, cancel: threading.Event | None, progress: Callable | None) -> 
         return []
     total = len(stages)
     handles = []
+    reached = [0]  # a module used at several places (LaMa reuses its ReLUs) must not go back
+    seen: set[int] = set()
     for index, stage in enumerate(stages):
+        if id(stage) in seen:
+            continue
+        seen.add(id(stage))
 
         def hook(_module, _inputs, i=index):
             if cancel is not None and cancel.is_set():
                 raise RunCancelled()
-            if progress is not None:
+            if progress is not None and i > reached[0]:
+                reached[0] = i
                 progress(i, total)
 
         handles.append(stage.register_forward_pre_hook(hook))
