@@ -109,15 +109,18 @@ def download_lora(
 
 def download_model(repo_id: str, report: Report, cancel: threading.Event) -> Path:
     """Download a diffusers model from the hub into its cache (safetensors only); its folder."""
+    return _snapshot(
+        repo_id, report, cancel, allow_patterns=ALLOW_PATTERNS, ignore_patterns=IGNORE_PATTERNS
+    )
+
+
+def _snapshot(repo_id: str, report: Report, cancel: threading.Event, **patterns) -> Path:
+    """``snapshot_download`` of ``repo_id`` with progress and cancel (``patterns``: its
+    allow/ignore patterns); the snapshot folder, or one line a person can act on."""
     from huggingface_hub import snapshot_download
 
     try:
-        folder = snapshot_download(
-            repo_id,
-            allow_patterns=ALLOW_PATTERNS,
-            ignore_patterns=IGNORE_PATTERNS,
-            tqdm_class=_progress_class(report, cancel),
-        )
+        folder = snapshot_download(repo_id, tqdm_class=_progress_class(report, cancel), **patterns)
     except DownloadCancelled:
         raise
     except Exception as error:  # noqa: BLE001 - offline, gated, missing, disk full ...
@@ -145,20 +148,7 @@ def download_weights(
     """Download a single diffusers module whose files sit at the repo's root (a ControlNet, a
     tiny VAE: ``allow_patterns`` says which) into the hub cache; its folder. A ``what`` that has
     no diffusion_pytorch_model.safetensors there is refused."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        folder = Path(
-            snapshot_download(
-                repo_id,
-                allow_patterns=allow_patterns,
-                tqdm_class=_progress_class(report, cancel),
-            )
-        )
-    except DownloadCancelled:
-        raise
-    except Exception as error:  # noqa: BLE001 - offline, gated, missing, disk full ...
-        raise _failed(f"'{repo_id}'", error, cancel) from error
+    folder = _snapshot(repo_id, report, cancel, allow_patterns=allow_patterns)
     if not (folder / WEIGHTS).is_file():
         raise ModelError(
             f"'{repo_id}' has no {WEIGHTS}: SD Studio loads a {what} only as diffusers "
@@ -231,20 +221,7 @@ def download_sam(repo_id: str, report: Report, cancel: threading.Event) -> Path:
     """Download a Segment Anything model in the transformers format into the hub cache: its
     config, preprocessor config and ``model.safetensors`` only (never pickles), where
     ``sdstudio.engine.models.sam.find_sam`` finds it by repo id; its folder."""
-    from huggingface_hub import snapshot_download
-
-    try:
-        folder = Path(
-            snapshot_download(
-                repo_id,
-                allow_patterns=SAM_ALLOW_PATTERNS,
-                tqdm_class=_progress_class(report, cancel),
-            )
-        )
-    except DownloadCancelled:
-        raise
-    except Exception as error:  # noqa: BLE001 - offline, gated, missing, disk full ...
-        raise _failed(f"'{repo_id}'", error, cancel) from error
+    folder = _snapshot(repo_id, report, cancel, allow_patterns=SAM_ALLOW_PATTERNS)
     if not (folder / SAM_WEIGHTS).is_file() or not (folder / "config.json").is_file():
         raise ModelError(
             f"'{repo_id}' has no config.json and {SAM_WEIGHTS}: SD Studio loads Segment "
