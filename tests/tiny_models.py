@@ -202,10 +202,16 @@ def tiny_controlnet(unet, seed: int = 0, scale: float = 0.3):
     """A tiny ControlNet copied from a tiny UNet (``ControlNetModel.from_unet``), as a trained
     one would start. Its zero convolutions are made random (seeded), or a control could not
     change anything: a trained ControlNet's are not zero."""
-    import torch
     from diffusers import ControlNetModel
 
     controlnet = ControlNetModel.from_unet(unet, conditioning_embedding_out_channels=(16, 32))
+    return _random_zero_convs(controlnet, seed, scale)
+
+
+def _random_zero_convs(controlnet, seed: int, scale: float):
+    """``controlnet`` with its zero convolutions drawn at random (seeded), evaluated."""
+    import torch
+
     torch.manual_seed(seed)
     zero_convs = [
         *controlnet.controlnet_down_blocks,
@@ -247,16 +253,7 @@ def tiny_union_controlnet(seed: int = 0, scale: float = 0.3):
     config.update(num_trans_channel=width, num_proj_channel=width, num_trans_head=2)
     torch.manual_seed(seed)
     union = ControlNetUnionModel(**{k: v for k, v in config.items() if not k.startswith("_")})
-    zero_convs = [
-        *union.controlnet_down_blocks,
-        union.controlnet_mid_block,
-        union.controlnet_cond_embedding.conv_out,
-    ]
-    with torch.no_grad():
-        for conv in zero_convs:
-            conv.weight.normal_(0.0, scale)
-            conv.bias.normal_(0.0, scale)
-    return union.eval()
+    return _random_zero_convs(union, seed, scale)
 
 
 def saved_union_controlnet(folder: Path, seed: int = 0) -> Path:
