@@ -88,20 +88,8 @@ def download_lora(
     target = loras / f"{name}.safetensors"
     if target.is_file():
         return target
-    from huggingface_hub import hf_hub_download
-
     staging = loras.parent / ".downloads" / repo_id.replace("/", "--")
-    try:
-        fetched = hf_hub_download(
-            repo_id,
-            filename,
-            local_dir=staging,
-            tqdm_class=_progress_class(report, cancel, single_file=True),
-        )
-    except DownloadCancelled:
-        raise
-    except Exception as error:  # noqa: BLE001 - offline, gated, missing, disk full ...
-        raise _failed(f"'{filename}' from '{repo_id}'", error, cancel) from error
+    fetched = _fetch_file(repo_id, filename, staging, report, cancel)
     loras.mkdir(parents=True, exist_ok=True)
     Path(fetched).replace(target)  # same disk: a rename, never half a file under the name
     return target
@@ -112,6 +100,33 @@ def download_model(repo_id: str, report: Report, cancel: threading.Event) -> Pat
     return _snapshot(
         repo_id, report, cancel, allow_patterns=ALLOW_PATTERNS, ignore_patterns=IGNORE_PATTERNS
     )
+
+
+def _fetch_file(
+    repo_id: str,
+    filename: str,
+    staging: Path,
+    report: Report,
+    cancel: threading.Event,
+    revision: str | None = None,
+) -> Path:
+    """``hf_hub_download`` of one file into ``staging`` with progress and cancel; the file, or
+    one line a person can act on."""
+    from huggingface_hub import hf_hub_download
+
+    try:
+        fetched = hf_hub_download(
+            repo_id,
+            filename,
+            revision=revision,
+            local_dir=staging,
+            tqdm_class=_progress_class(report, cancel, single_file=True),
+        )
+    except DownloadCancelled:
+        raise
+    except Exception as error:  # noqa: BLE001 - offline, gated, missing, disk full ...
+        raise _failed(f"'{filename}' from '{repo_id}'", error, cancel) from error
+    return Path(fetched)
 
 
 def _snapshot(repo_id: str, report: Report, cancel: threading.Event, **patterns) -> Path:
@@ -172,23 +187,11 @@ def download_specialist(
     target = folder / (preset.target or preset.filename)
     if target.is_file() and _matches(target, preset) is None:
         return target
-    from huggingface_hub import hf_hub_download
 
     staging = Path(models) / ".downloads" / preset.repo_id.replace("/", "--")
-    try:
-        fetched = Path(
-            hf_hub_download(
-                preset.repo_id,
-                preset.filename,
-                revision=preset.revision,
-                local_dir=staging,
-                tqdm_class=_progress_class(report, cancel, single_file=True),
-            )
-        )
-    except DownloadCancelled:
-        raise
-    except Exception as error:  # noqa: BLE001 - offline, gated, missing, disk full ...
-        raise _failed(f"'{preset.filename}' from '{preset.repo_id}'", error, cancel) from error
+    fetched = _fetch_file(
+        preset.repo_id, preset.filename, staging, report, cancel, revision=preset.revision
+    )
     problem = _matches(fetched, preset)
     if problem is not None:
         fetched.unlink(missing_ok=True)  # a wrong file is not kept for a resume
