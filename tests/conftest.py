@@ -173,3 +173,14 @@ def edge_mask() -> np.ndarray:
     mask = np.zeros((130, 200), np.uint8)
     mask[20:55, 170:200] = 255
     return mask
+
+
+@pytest.fixture
+def empty_hub(tmp_path, monkeypatch) -> Path:
+    """An empty huggingface_hub cache of the test's own, read wherever the hub looks for it."""
+    import huggingface_hub.constants as constants
+
+    cache = tmp_path / "hub"
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    return cache

@@ -19,16 +19,6 @@ def sd1_controlnet(tmp_path_factory) -> Path:
     return saved_controlnet(tmp_path_factory.mktemp("cn") / "sd1-scribble")
 
 
-@pytest.fixture
-def empty_hub(tmp_path, monkeypatch) -> Path:
-    import huggingface_hub.constants as constants
-
-    cache = tmp_path / "hub"
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    return cache
-
-
 def sdxl_header_file(path: Path) -> Path:
     """A single-file SDXL ControlNet as far as its header tells: only the tensors that identify
     it (the conditioning input, SDXL's added time embedding, a 2048-wide cross-attention)."""

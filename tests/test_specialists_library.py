@@ -39,16 +39,6 @@ def lama_files(tmp_path_factory) -> dict[str, Path]:
     return {"safetensors": folder / "lama.safetensors", "pth": folder / "lama.pth"}
 
 
-@pytest.fixture
-def empty_hub(tmp_path, monkeypatch) -> Path:
-    import huggingface_hub.constants as constants
-
-    cache = tmp_path / "hub"
-    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(cache))
-    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
-    return cache
-
-
 def settings_for(tmp_path: Path, models: Path) -> QSettings:
     settings = QSettings(str(tmp_path / "s.ini"), QSettings.Format.IniFormat)
     settings.setValue("models/folder", str(models))
