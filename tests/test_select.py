@@ -216,6 +216,65 @@ def test_the_embedding_is_computed_once_per_picture(selector, picture):
     assert selector.embed(changed) is True and len(calls) == 2
 
 
+def test_reading_the_picture_reports_progress_per_encoder_layer(selector, picture):
+    seen = []
+    selector.embed(picture, progress=lambda done, total: seen.append((done, total)))
+    layers = len(selector.model.vision_encoder.layers)
+    assert seen == [(i, layers + 1) for i in range(layers)] + [(layers + 1, layers + 1)]
+
+
+def test_reading_the_picture_stops_at_the_next_layer_when_cancelled(selector, picture):
+    """Cancel is honoured inside the encoder (a 12 MP photo takes seconds on a CPU), and the
+    half-read picture is not taken for the embedded one."""
+    import threading
+
+    from sdstudio.core.errors import Cancelled
+
+    cancel = threading.Event()
+    reached = []
+
+    def cancel_at_first_layer(done, total):
+        reached.append(done)
+        if done == 1:
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        selector.embed(picture, cancel, cancel_at_first_layer)
+    assert reached == [0, 1]  # the second layer never ran
+    with pytest.raises(RuntimeError, match="embed"):
+        selector.mask([(150, 100, True)])
+    assert selector.embed(picture) is True  # read again, in full, next time
+
+
+def test_a_half_precision_model_gives_the_same_selection(sam_folder, picture):
+    """On a GPU the model runs in half precision; bfloat16 on the CPU stands in for it here
+    (the same casts of the picture and prompts): the selection matches float32's, but for the
+    pixels near the threshold (random weights leave many there; bfloat16 keeps 8 bits)."""
+    import torch
+
+    from sdstudio.engine.specialists.select import Selector, load_selector
+
+    full = load_selector(sam_folder, device="cpu")
+    assert full.dtype == torch.float32
+    half = Selector(
+        load_selector(sam_folder, device="cpu").model,
+        side=SIDE,
+        mean=(0.5,) * 3,
+        std=(0.5,) * 3,
+        device="cpu",
+        dtype=torch.bfloat16,
+    )
+    half._mean, half._std = full._mean, full._std
+    assert next(half.model.parameters()).dtype == torch.bfloat16
+    for model in (full, half):
+        model.embed(picture)
+    points, box = [(150, 100, True)], (90, 60, 220, 150)
+    for prompt in ({"points": points}, {"box": box}):
+        a, b = full.mask(**prompt) > 0, half.mask(**prompt) > 0
+        assert a.shape == b.shape == (HEIGHT, WIDTH)
+        assert a.any() and (a != b).mean() < 0.08
+
+
 def test_grow_takes_the_edge_too():
     mask = np.zeros((50, 60), np.uint8)
     mask[20:30, 25:35] = 255

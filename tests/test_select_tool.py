@@ -229,3 +229,41 @@ def test_without_a_model_one_line_says_where_to_get_it(qtbot, make_window):
     click(window.canvas, 60, 40)
     qtbot.waitUntil(lambda: "Model library" in window.statusBar().currentMessage())
     assert window.select_tool.proposal is None and not window.session.document.mask.any()
+
+
+class ReadingSelector(FakeSelector):
+    """Reads the picture in five steps, reporting each; stops at a step when cancelled. The
+    first read holds at its third step until it is cancelled."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cancelled = 0
+
+    def embed(self, image, cancel=None, progress=None, key=None):
+        from sdstudio.core.errors import Cancelled
+
+        for step in range(5):
+            if self.cancelled == 0 and step == 2:
+                cancel.wait(10)
+            if cancel.is_set():
+                self.cancelled += 1
+                raise Cancelled("Cancelled.")
+            progress(step, 5)
+        return super().embed(image)
+
+
+def test_reading_the_picture_shows_progress_and_esc_stops_it(qtbot, make_window):
+    fake = ReadingSelector()
+    built = []
+    window = make_window(lambda: built.append(1) or fake)
+    messages = []
+    window.select_tool.status.connect(messages.append)
+    click(window.canvas, 60, 40)
+    qtbot.waitUntil(lambda: any("reading the picture … 20%" in m for m in messages))
+    key(window, "Esc")
+    qtbot.waitUntil(lambda: fake.cancelled == 1 and not window.select_tool._busy)
+    assert window.select_tool.proposal is None and fake.prompts == []
+    assert "Selection dropped." in messages
+    click(window.canvas, 60, 40)  # read again, in full, by the model already loaded
+    qtbot.waitUntil(lambda: window.select_tool.proposal is not None)
+    assert fake.embeds == 1 and len(built) == 1

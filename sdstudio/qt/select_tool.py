@@ -14,6 +14,7 @@ made meanwhile are kept and the newest prompt runs next. The GUI never waits.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
@@ -70,6 +71,7 @@ class SelectTool(QObject):
     """See the module docstring. ``selector_factory()`` builds the engine's ``Selector``."""
 
     status = Signal(str)
+    _progress = Signal(int, int, int)  # job generation, encoder layers done, of all; any thread
 
     def __init__(
         self,
@@ -91,6 +93,8 @@ class SelectTool(QObject):
         self._generation = 0  # bumped when the picture changes or a selection ends
         self._embedded: Document | None = None
         self._then: Callable[[], None] | None = None
+        self._cancel = threading.Event()  # the running job's: set when its selection ends
+        self._progress.connect(self._reading)
         canvas.select_clicked.connect(self.click)
         canvas.select_dragged.connect(self.drag)
         canvas.overlay_painter = self.paint
@@ -170,6 +174,7 @@ class SelectTool(QObject):
 
     def _end(self) -> None:
         self._generation += 1  # a job still running is ignored when it ends
+        self._cancel.set()  # and a picture being read stops at its next encoder layer
         self._then = None
         self._pending = False
         old = self.proposal
@@ -189,23 +194,35 @@ class SelectTool(QObject):
         self._busy, self._pending = True, False
         prompt, grow_px, generation = self.prompt, self.grow_px, self._generation
         image, selector, factory = document.image, self._selector, self._factory
+        self._cancel = cancel = threading.Event()
         if self._embedded is not document:
-            self.status.emit("Select: reading the picture (the first click takes a few seconds) …")
+            self.status.emit(
+                "Select: reading the picture (the first click takes a few seconds; Esc stops) …"
+            )
         self._update(self.proposal)
+        loaded: list[object] = []  # the model, kept even when the job is cancelled
 
         def work():
             model = selector if selector is not None else factory()
-            model.embed(image)
+            loaded.append(model)
+            model.embed(
+                image, cancel, lambda done, total: self._progress.emit(generation, done, total)
+            )
             raw = model.mask(prompt.points, prompt.box)
             mask = grow(raw, grow_px)
             box = bounding_box(mask)
             return model, Proposal(prompt, grow_px, mask, box, _overlay(mask, box))
 
-        run_in_background(
-            work,
-            lambda result: self._done(generation, document, result),
-            lambda message: self._failed(generation, message),
-        )
+        def failed(message: str) -> None:
+            if loaded:
+                self._selector = loaded[0]
+            self._failed(generation, message)
+
+        run_in_background(work, lambda result: self._done(generation, document, result), failed)
+
+    def _reading(self, generation: int, done: int, total: int) -> None:
+        if generation == self._generation and 0 < done < total:
+            self.status.emit(f"Select: reading the picture … {100 * done // total}% (Esc stops)")
 
     def _done(self, generation: int, document: Document, result) -> None:
         self._busy = False

@@ -135,13 +135,17 @@ class Selector:
         std: Sequence[float],
         device: str | None = None,
         name: str = "SAM",
+        dtype=None,
     ) -> None:
         import torch
 
         if device is None:
             device = "cuda" if torch.cuda.is_available() else "cpu"
-        self.model = model.to(device).eval()
+        if dtype is None:  # half precision on a GPU: twice the speed, masks alike
+            dtype = torch.float16 if str(device).startswith("cuda") else torch.float32
+        self.model = model.to(device=device, dtype=dtype).eval()
         self.device = device
+        self.dtype = dtype
         self.side = side
         self.name = name
         self._mean = np.asarray(mean, np.float32) * 255.0
@@ -169,21 +173,35 @@ class Selector:
             return False
         if cancel is not None and cancel.is_set():
             raise Cancelled("Cancelled.")
-        if progress is not None:
-            progress(0, 1)
         import torch
 
         height, width = image.shape[:2]
         frame = ModelFrame.fit(width, height, self.side)
         pixels = self.model_input(image, frame)
-        with torch.inference_mode():
-            tensor = torch.from_numpy(pixels).to(self.device)
-            embedding = self.model.get_image_embeddings(tensor)
+        layers = list(getattr(self.model.vision_encoder, "layers", ()))
+        total = len(layers) + 1
+        done = [0]
+
+        def step(_module, _args):  # before each encoder layer: cancel, and say how far it is
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("Cancelled.")
+            if progress is not None:
+                progress(done[0], total)
+            done[0] += 1
+
+        hooks = [layer.register_forward_pre_hook(step) for layer in layers]
+        try:
+            with torch.inference_mode():
+                tensor = torch.from_numpy(pixels).to(device=self.device, dtype=self.dtype)
+                embedding = self.model.get_image_embeddings(tensor)
+        finally:
+            for hook in hooks:
+                hook.remove()
         if cancel is not None and cancel.is_set():
             raise Cancelled("Cancelled.")
         self._key, self._frame, self._embedding = key, frame, embedding
         if progress is not None:
-            progress(1, 1)
+            progress(total, total)
         return True
 
     def model_input(self, image: np.ndarray, frame: ModelFrame) -> np.ndarray:
@@ -214,7 +232,7 @@ class Selector:
 
         coords, labels, corners = frame.prompt_arrays(prompt)
         inputs = {}
-        if len(coords):
+        if len(coords):  # (the prompt encoder casts the coordinates to the model's dtype)
             inputs["input_points"] = torch.from_numpy(coords)[None, None].to(self.device)
             inputs["input_labels"] = torch.from_numpy(labels)[None, None].to(self.device)
         if corners is not None:
