@@ -16,6 +16,15 @@ tests/test_fill_failures.py completely, but on photos the exemplar copies a wron
 enough that it lost 0.4-0.8 dB on bench_fill.py (2 dB on one object hole); the edge's geometry
 alone gained 0.0-0.15 dB. An edge of a single tone gives one cluster, and then exactly the
 former blend (the exemplar's detail on the membrane's broad shading).
+
+Also tried and dropped: keeping the exemplar's source patches to the side of the edge each hole
+pixel lies on (its tone where that tone held 80% of the edge around it, from labels smoothed over
+4 px so that grain is no edge). With the patch's centre deciding a source's side it changed
+bench_fill.py by +0.06 dB (19.31 against 19.25 over all holes; object holes +0.05) and made the
+synthetic petal's notch deeper (9.6 px against 8.5); with the whole patch deciding it, the petal
+side's mean distance from the petal's colour rose from 8.5 to 18. What remains of the petal's notch is geometry: the edge is
+continued straight across the hole, and a 150 px circle's arc over an 80 px hole lies 5.4 px
+outside its chord.
 """
 
 from __future__ import annotations
