@@ -175,6 +175,7 @@ def test_a_drag_is_a_box_and_esc_drops_the_proposal(qtbot, make_window):
 def test_grow_is_adjustable_with_the_spin_and_brackets(qtbot, make_window):
     fake = FakeSelector()
     window = make_window(lambda: fake)
+    assert window.grow_box.isVisible()  # not folded out of a 1000 px window's tool bar
     click(window.canvas, 60, 40)
     proposed(qtbot, window, 1)
     window.grow_box.setValue(0)

@@ -149,7 +149,17 @@ class WindowActions:
     def _build_toolbar(self) -> None:
         bar = QToolBar("Tools", self)
         bar.setObjectName("tools_toolbar")
-        for action in self.tool_actions.values():
+        short = {  # the toolbar's labels: short enough that Grow shows on a laptop's screen
+            CanvasTool.ERASE: "Eraser",
+            CanvasTool.RESTORE: "Restore",
+            CanvasTool.PAINT: "Brush",
+            CanvasTool.REGION: "Region",
+            CanvasTool.SELECT: "Select",
+        }
+        for tool, action in self.tool_actions.items():
+            action.setIconText(short[tool])
+            keys = action.shortcut().toString()
+            action.setToolTip(f"{action.text().replace('&', '')} ({keys})")
             bar.addAction(action)
         bar.addAction(self.color_action)
         bar.addSeparator()
