@@ -88,7 +88,9 @@ def load_selector(reference: str | Path, device: str | None = None) -> Selector:
     elif text.startswith((".", "/", "~")) or text.count("/") != 1:
         raise ModelError(f"There is no Segment Anything model folder '{text}'. {NO_SAM}")
     from transformers import SamModel, SamProcessor
+    from transformers.utils import logging as transformers_logging
 
+    transformers_logging.disable_progress_bar()  # its bars would fill the terminal or the log
     try:
         model = SamModel.from_pretrained(text, local_files_only=True, use_safetensors=True)
         processor = SamProcessor.from_pretrained(text, local_files_only=True)
