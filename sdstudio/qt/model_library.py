@@ -191,8 +191,9 @@ class ModelLibraryDialog(QDialog):
         self.status.setText(
             f"{usable} usable model(s), {len(entries) - usable} that cannot be used (hover for "
             f"why), {len(loras)} LoRA(s), {len(self.controlnet_entries)} ControlNet(s). Drop "
-            ".safetensors checkpoints into the models folder, LoRAs into its 'loras' folder and "
-            "ControlNets into its 'controlnet' folder, then Rescan."
+            ".safetensors checkpoints into the models folder, LoRAs into its 'loras' folder, "
+            "ControlNets into its 'controlnet' folder and removal models (LaMa) into its "
+            "'specialists' folder, then Rescan."
         )
 
     def _show_controlnets(self) -> None:
