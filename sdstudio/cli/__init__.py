@@ -14,6 +14,7 @@ from sdstudio.cli.info import _info
 from sdstudio.cli.parser import FILL_METHODS, build_parser
 from sdstudio.cli.restore import _restore
 from sdstudio.cli.select import _select
+from sdstudio.cli.upscale import _upscale
 from sdstudio.core.errors import SDStudioError
 from sdstudio.core.request import Mode
 
@@ -21,7 +22,7 @@ __all__ = ["COMMANDS", "FILL_METHODS", "build_parser", "main"]
 
 log = logging.getLogger("sdstudio")
 
-COMMANDS = ("inpaint", "img2img", "txt2img", "remove", "restore", "select", "info")
+COMMANDS = ("inpaint", "img2img", "txt2img", "remove", "restore", "select", "upscale", "info")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -46,6 +47,8 @@ def main(argv: list[str] | None = None) -> int:
             return _restore(args)
         if args.command == "select":
             return _select(args)
+        if args.command == "upscale":
+            return _upscale(args)
         return _generate(args, Mode(args.command))
     except KeyboardInterrupt:
         print("\nCancelled.", file=sys.stderr)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from sdstudio import __version__
 from sdstudio.cli.select import add_select_parser
+from sdstudio.cli.upscale import add_upscale_parser
 from sdstudio.core.request import ControlKind, Scheduler
 
 FILL_METHODS = (
@@ -175,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", type=Path, help=argparse.SUPPRESS)
 
     add_select_parser(commands)
+    add_upscale_parser(commands)
 
     p = commands.add_parser(
         "info",
