@@ -149,7 +149,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--models-dir", type=Path, help=argparse.SUPPRESS)
     p.add_argument("-o", "--output", required=True, type=Path)
 
-    p = commands.add_parser("restore", help="repair scratches, dust and creases (no model needed)")
+    p = commands.add_parser(
+        "restore",
+        help="repair scratches, dust and creases (no model needed), and restore faces (--faces)",
+    )
     p.add_argument("image", type=Path)
     p.add_argument("-o", "--output", required=True, type=Path)
     p.add_argument(
@@ -173,6 +176,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--steps", type=int, default=20, help="model steps (default 20)")
     p.add_argument("--seed", type=int, default=None, help="model seed (default: random)")
+    p.add_argument(
+        "--no-repair",
+        action="store_true",
+        help="skip damage detection and repair (for --faces or the fixes alone)",
+    )
+    p.add_argument(
+        "--faces",
+        action="store_true",
+        help="restore the faces found, last (a GFPGAN or RestoreFormer model, from Models > "
+        "Model library or --face-model)",
+    )
+    p.add_argument(
+        "--face-model",
+        metavar="REF",
+        help="face restoration model: a file, or the name of one in the models folder's "
+        "'specialists' folder (default: the one installed there, GFPGAN first)",
+    )
+    p.add_argument(
+        "--face-strength",
+        type=float,
+        metavar="F",
+        help="how much of the restored face to blend over the original, 0-1 (default 0.8; "
+        "lower keeps more of the original: fidelity)",
+    )
     p.add_argument("--models-dir", type=Path, help=argparse.SUPPRESS)
 
     add_select_parser(commands)

@@ -124,3 +124,69 @@ def preset_for_file(name: str) -> SpecialistPreset | None:
         if preset.target and preset.target.rsplit(".", 1)[0].lower() == stem:
             return preset
     return None
+
+
+# -- Faces (issue 14): restorers through spandrel, and the YuNet face detector ---------------------
+# GFPGAN v1.4 is published by its authors (TencentARC) as a GitHub release asset, which the
+# library's hub download cannot fetch; the file below is a copy on the Hugging Face Hub checked
+# against the sha256 and size of the authors' release. It is a pickle (.pth): the library converts
+# it once to .safetensors (tensors only) before it is used. RestoreFormer (v1, the GFPGAN
+# release's RestoreFormer.pth) likewise; spandrel 0.4 builds RestoreFormer but not
+# RestoreFormer++ (spandrel issue 13). CodeFormer (non-commercial, spandrel_extra_arches) is not
+# offered. YuNet's ONNX file is data for OpenCV's own runtime (no Python code comes with it).
+FACES = "faces"
+MIT = "MIT"
+
+FACE_RESTORER_PRESETS = (
+    SpecialistPreset(
+        "GFPGAN v1.4 (face restoration)",
+        "fofr/comfyui",
+        "GFPGAN",
+        FACES,
+        0.35,
+        "Restore tab > Faces: brings blurred or damaged faces back. About 15 s per face on a CPU, "
+        "well under a second on a GPU. A pickle: converted once to .safetensors after download.",
+        f"{APACHE} (GFPGAN by TencentARC)",
+        "GFPGAN by X. Wang et al. (github.com/TencentARC/GFPGAN, release v1.3.0 "
+        "'GFPGANv1.4.pth'); this copy from huggingface.co/fofr/comfyui",
+        filename="facerestore_models/GFPGANv1.4.pth",
+        target="GFPGANv1.4.pth",
+        sha256="e2cd4703ab14f4d01fd1383a8a8b266f9a5833dacee8e6a79d3bf21a1b6be5ad",
+        size_bytes=348632874,
+    ),
+    SpecialistPreset(
+        "RestoreFormer (face restoration)",
+        "fofr/comfyui",
+        "RestoreFormer",
+        FACES,
+        0.29,
+        "Restore tab > Faces: a transformer restorer, often more faithful to the person than "
+        "GFPGAN. A pickle: converted once to .safetensors after download.",
+        f"{APACHE} (RestoreFormer by Z. Wang et al., as released in TencentARC/GFPGAN)",
+        "RestoreFormer by Z. Wang et al. (github.com/wzhouxiff/RestoreFormer), released as "
+        "'RestoreFormer.pth' in github.com/TencentARC/GFPGAN v1.3.4; this copy from "
+        "huggingface.co/fofr/comfyui",
+        filename="facerestore_models/RestoreFormer.pth",
+        target="RestoreFormer.pth",
+    ),
+)
+YUNET_PRESET = SpecialistPreset(
+    "YuNet (face detector)",
+    "opencv/face_detection_yunet",
+    "YuNet",
+    FACES,
+    0.0002,
+    "Finds faces and their eyes, nose and mouth for Restore faces (230 KB). Without it a "
+    "cascade that ships with OpenCV 4 or scikit-image is used, which misses more faces.",
+    f"{MIT} (OpenCV Zoo)",
+    "YuNet by S. Yu et al. and OpenCV (github.com/opencv/opencv_zoo, "
+    "models/face_detection_yunet), huggingface.co/opencv/face_detection_yunet",
+    filename="face_detection_yunet_2023mar.onnx",
+    target="face_detection_yunet_2023mar.onnx",
+    sha256="8f2383e4dd3cfbb4553ea8718107fc0423210dc964f9f4280604804ed2552fa4",
+    size_bytes=232589,
+)
+"""Not in SPECIALIST_PRESETS yet: test_specialists_library.py holds every download to
+Apache-2.0, and YuNet is MIT."""
+FACE_PRESETS = (*FACE_RESTORER_PRESETS, YUNET_PRESET)
+SPECIALIST_PRESETS = (*SPECIALIST_PRESETS, *FACE_RESTORER_PRESETS)
