@@ -5,7 +5,9 @@ Qt-free. The canvas turns pointer events into ``begin_stroke`` / ``Stroke.add`` 
 calls in image coordinates; every edit is one undo step and tells the listeners which area changed,
 so the view repaints only that area. The picture and mask arrays are edited in place and keep
 their identity for the document's life; so does the sketch (``core.sketch``: premultiplied RGBA
-above the picture, which the brush paints on) once the first brush stroke has made it.
+above the picture, which the brush paints on) once the first brush stroke has made it. The one
+exception is a change of size (``replace_image``, an upscale, and its undo and redo): new arrays
+take the old ones' place, and size listeners hear of it before the others.
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ class Document:
         it); None for sRGB."""
         self.history = History(history_budget)
         self._listeners: list[Listener] = []
+        self._size_listeners: list[Callable[[], None]] = []
         self._stroke: Stroke | None = None
         self._stroke_pending = False  # the active stroke changed pixels not yet recorded
         self._saved_state = self.history.state
@@ -133,6 +136,11 @@ class Document:
 
     def remove_listener(self, listener: Listener) -> None:
         self._listeners.remove(listener)
+
+    def add_size_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` when the picture changes size (before the ``add_listener`` ones
+        hear of the whole new picture): a view must reallocate what it drew from."""
+        self._size_listeners.append(listener)
 
     def _notify(self, box: Box | None) -> Box | None:
         if box is not None:
@@ -257,6 +265,44 @@ class Document:
 
         return self._edit(label, boxes, write, area)
 
+    def replace_image(self, image: np.ndarray, label: str = "Upscale") -> Box:
+        """Replace the picture with ``image``, of another size maybe (an upscale), as one undo
+        step: the mask is scaled with it (nearest), the sketch (linear) and the region too; undo
+        and redo restore both sizes exactly. Returns the new picture's bounds."""
+        import cv2
+
+        _check_image(image)
+        self._finish_stroke()
+        height, width = image.shape[:2]
+        size = (width, height)
+        after: dict[str, object] = {
+            "image": np.ascontiguousarray(image),
+            "mask": cv2.resize(self.mask, size, interpolation=cv2.INTER_NEAREST),
+            "region": _scaled_region(self.region, self.width, self.height, width, height),
+        }
+        before: dict[str, object] = {"image": self.image, "mask": self.mask, "region": self.region}
+        if self.sketch is not None:
+            before[SKETCH] = self.sketch
+            after[SKETCH] = cv2.resize(self.sketch, size, interpolation=cv2.INTER_LINEAR)
+        self.history.record_replacement(label, before, after)
+        return self._adopt(after)
+
+    def _held(self) -> dict[str, object]:
+        """The layers and the region, as undo and redo may replace them."""
+        return {**self.layers, "region": self.region}
+
+    def _adopt(self, held: dict[str, object]) -> Box:
+        """Take the arrays (and region) of a replacement; tell size listeners, then the rest."""
+        self.image, self.mask, self.region = held["image"], held["mask"], held["region"]
+        sketch = held.get(SKETCH)
+        if sketch is not None and sketch.shape[:2] != self.image.shape[:2]:
+            sketch = new_sketch(self.height, self.width)  # made after the size changed: blank
+        self.sketch = sketch
+        for listener in list(self._size_listeners):
+            listener()
+        self._notify(self.bounds)
+        return self.bounds
+
     # -- sketch ------------------------------------------------------------------------------
 
     def clear_sketch(self) -> Box | None:
@@ -313,11 +359,15 @@ class Document:
 
     def undo(self) -> Box | None:
         self._finish_stroke()
-        return self._notify(self.history.undo(self.layers))
+        held = self._held()
+        area = self.history.undo(held)
+        return self._adopt(held) if held["image"] is not self.image else self._notify(area)
 
     def redo(self) -> Box | None:
         self._finish_stroke()
-        return self._notify(self.history.redo(self.layers))
+        held = self._held()
+        area = self.history.redo(held)
+        return self._adopt(held) if held["image"] is not self.image else self._notify(area)
 
     @property
     def can_undo(self) -> bool:
@@ -334,3 +384,13 @@ class Document:
     @property
     def redo_label(self) -> str | None:
         return self.history.redo_label
+
+
+def _scaled_region(box: Box | None, width: int, height: int, new_w: int, new_h: int) -> Box | None:
+    """``box`` in a picture of ``width`` x ``height`` scaled to one of ``new_w`` x ``new_h``."""
+    if box is None:
+        return None
+    sx, sy = new_w / width, new_h / height
+    scaled = Box(round(box.x0 * sx), round(box.y0 * sy), round(box.x1 * sx), round(box.y1 * sy))
+    scaled = scaled.clamp(new_w, new_h)
+    return None if scaled.is_empty() else scaled

@@ -5,6 +5,9 @@ array's edge. An entry holds, for each named layer it changed (usually one), the
 ``after`` copies of each tile that changed, so a brush stroke on a 24 MP photo costs a few tiles,
 not a copy of the photo.
 Undo writes the ``before`` tiles back into the live array, redo the ``after`` tiles.
+A change of the picture's size (an upscale) is a ``Replacement``: it holds the whole layers
+before and after, and undo and redo put them in the owner's table of layers in place of the live
+ones (``Document`` adopts them).
 
 When the entries take more than ``budget_bytes``, the oldest are dropped (the newest is kept).
 ``state`` names the layers' pixels: an entry's id is the state after it, so once the oldest are
@@ -16,7 +19,7 @@ from __future__ import annotations
 
 import itertools
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -84,6 +87,29 @@ class Entry:
         )
 
 
+@dataclass(frozen=True)
+class Replacement:
+    """One undo step that replaces whole layers (a change of size): ``before`` and ``after``
+    map names to the values held (arrays; the owner may add others, such as the region). The
+    arrays are not copied: the ``after`` ones are the live layers while the step is done, the
+    ``before`` ones while it is undone, and later steps are always undone first."""
+
+    id: int
+    label: str
+    before: dict[str, object]
+    after: dict[str, object]
+
+    @property
+    def nbytes(self) -> int:
+        """What the step holds beyond the live layers: the side that is not live (the larger,
+        to count it the same on either stack)."""
+
+        def size(side: dict[str, object]) -> int:
+            return sum(v.nbytes for v in side.values() if isinstance(v, np.ndarray))
+
+        return max(size(self.before), size(self.after))
+
+
 class History:
     """Undo and redo stacks of tile entries, within a memory budget."""
 
@@ -91,8 +117,8 @@ class History:
         if budget_bytes <= 0:
             raise ValueError(f"The undo budget must be positive, not {budget_bytes} bytes.")
         self.budget_bytes = budget_bytes
-        self._undo: deque[Entry] = deque()
-        self._redo: list[Entry] = []
+        self._undo: deque[Entry | Replacement] = deque()
+        self._redo: list[Entry | Replacement] = []
         self._ids = itertools.count(1)
         self._bytes = 0
         self._base_state = 0  # the state at the bottom of the undo stack
@@ -141,7 +167,14 @@ class History:
             self._push(Entry(next(self._ids), label, before, after))
         return area
 
-    def _push(self, entry: Entry) -> None:
+    def record_replacement(
+        self, label: str, before: Mapping[str, object], after: Mapping[str, object]
+    ) -> None:
+        """Push a step that replaces whole layers (``before`` by ``after``; see
+        ``Replacement``), e.g. the picture with one of another size."""
+        self._push(Replacement(next(self._ids), label, dict(before), dict(after)))
+
+    def _push(self, entry: Entry | Replacement) -> None:
         for old in self._redo:
             self._bytes -= old.nbytes
         self._redo.clear()
@@ -164,6 +197,17 @@ class History:
     # -- undo / redo -------------------------------------------------------------------------
 
     @staticmethod
+    def _apply(arrays: Mapping[str, np.ndarray], entry, side: str) -> Box | None:
+        if not isinstance(entry, Replacement):
+            return History._write(arrays, getattr(entry, side))
+        if not isinstance(arrays, MutableMapping):
+            raise TypeError("Undoing a replacement needs a mutable table of layers.")
+        values = getattr(entry, side)
+        arrays.update(values)
+        image = values.get("image")
+        return Box(0, 0, image.shape[1], image.shape[0]) if image is not None else None
+
+    @staticmethod
     def _write(
         arrays: Mapping[str, np.ndarray], layers: Mapping[str, Mapping[TileIndex, np.ndarray]]
     ) -> Box | None:
@@ -184,7 +228,7 @@ class History:
         """Put the newest entry's ``before`` tiles back; the changed area, or None."""
         if not self._undo:
             return None
-        area = self._write(arrays, self._undo[-1].before)
+        area = self._apply(arrays, self._undo[-1], "before")
         self._redo.append(self._undo.pop())
         return area
 
@@ -192,7 +236,7 @@ class History:
         """Re-apply the most recently undone entry's ``after`` tiles; the changed area, or None."""
         if not self._redo:
             return None
-        area = self._write(arrays, self._redo[-1].after)
+        area = self._apply(arrays, self._redo[-1], "after")
         self._undo.append(self._redo.pop())
         return area
 

@@ -39,6 +39,7 @@ from sdstudio.qt.restore_panel import RestorePanel
 from sdstudio.qt.select_tool import SelectTool, default_selector_factory
 from sdstudio.qt.session import EditorSession
 from sdstudio.qt.tasks import wait_for_background
+from sdstudio.qt.upscale_action import follow_size
 from sdstudio.qt.window_actions import WindowActions
 from sdstudio.qt.worker import GenerationWorker
 
@@ -350,6 +351,7 @@ class MainWindow(WindowActions, ModelActions, FileHandling, Autosave, QMainWindo
         self.session.set_document(document, blank=blank)
         document.add_listener(lambda _box: self._update_title())
         document.add_listener(lambda _box: self._say_dropped_undo(document))
+        document.add_size_listener(lambda: follow_size(self, document))
         self._undo_dropped = document.history.dropped
         self.sketch_action.setChecked(document.sketch_visible)
         self._update_mode()

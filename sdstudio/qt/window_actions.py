@@ -10,6 +10,7 @@ from sdstudio.core.selection import MAX_GROW
 from sdstudio.qt.canvas import CanvasTool
 from sdstudio.qt.device_menu import build_device_menu
 from sdstudio.qt.fill_menu import build_fill_menu
+from sdstudio.qt.upscale_action import UpscaleAction
 
 
 class WindowActions:
@@ -45,6 +46,7 @@ class WindowActions:
         self._action(edit, "&Invert mask", self.invert_mask, ["Ctrl+I"])
         self._action(edit, "Clear &region", self.clear_region, [])
         self._action(edit, "Clear s&ketch", self.clear_sketch, ["Ctrl+Shift+K"])
+        self._build_image_menu(menus.addMenu("&Image"))
         view = menus.addMenu("&View")
         self._action(view, "&Fit to window", self.canvas.fit, ["Ctrl+0"])
         self._action(view, "&100%", self.canvas.actual_size, ["Ctrl+1"])
@@ -116,7 +118,12 @@ class WindowActions:
         )
         generate = menus.addMenu("&Generate")
         self._action(generate, "&Generate", self.generate, ["Ctrl+Return", "Ctrl+Enter"])
-        self._action(generate, "&Cancel", lambda: self.select_tool.drop() or self.cancel(), ["Esc"])
+        self._action(
+            generate,
+            "&Cancel",
+            lambda: self.select_tool.drop() or self.upscaler.cancel() or self.cancel(),
+            ["Esc"],
+        )
         self._action(
             generate, "&Remove (no model)", lambda: self._selected(self.session.remove), ["Delete"]
         )
@@ -145,6 +152,15 @@ class WindowActions:
         self._action(generate, "&Next result", lambda: self.session.step_candidate(1), ["Right"])
         self._action(generate, "&Discard result", self.session.discard, ["Backspace"])
         self._build_toolbar()
+
+    def _build_image_menu(self, menu) -> None:
+        """Image > Upscale 2x / 4x (qt/upscale_action.py: off the GUI thread, one undo step)."""
+        self.upscaler = UpscaleAction(
+            lambda: self.session.document, lambda: self.models_folder, self.progress, self
+        )
+        self.upscaler.status.connect(lambda text: self.statusBar().showMessage(text))
+        self._action(menu, "Upscale &2x", lambda: self.upscaler.start(2))
+        self._action(menu, "Upscale &4x", lambda: self.upscaler.start(4))
 
     def _build_toolbar(self) -> None:
         bar = QToolBar("Tools", self)

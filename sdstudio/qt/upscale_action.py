@@ -1,0 +1,129 @@
+"""Image > Upscale 2x / 4x: runs the upscaler off the GUI thread with progress and cancel (Esc),
+then replaces the picture as one undo step (``Document.replace_image``). The window follows the
+size change (and its undo and redo) through ``follow_size``."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from pathlib import Path
+
+from PySide6.QtCore import QObject, Signal
+from PySide6.QtWidgets import QProgressBar
+
+from sdstudio.core.document import Document
+from sdstudio.qt.tasks import run_in_background
+
+_CANCELLED = object()
+
+
+class UpscaleAction(QObject):
+    """Starts one upscale at a time. ``status`` carries the line for the status bar;
+    ``finished`` is emitted when a run ends (applied, cancelled or failed)."""
+
+    status = Signal(str)
+    finished = Signal()
+    _progressed = Signal(int, int)  # from the worker thread
+
+    def __init__(
+        self,
+        document: Callable[[], Document | None],
+        models: Callable[[], Path],
+        progress: QProgressBar,
+        parent: QObject | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self._document = document
+        self._models = models
+        self._bar = progress
+        self._cancel: threading.Event | None = None
+        self._progressed.connect(self._show_progress)
+
+    @property
+    def busy(self) -> bool:
+        return self._cancel is not None
+
+    def start(self, scale: int) -> None:
+        from sdstudio.engine.specialists.upscale import describe_choice, find_upscaler
+
+        document = self._document()
+        if document is None:
+            self.status.emit("Open a picture first.")
+            return
+        if self.busy:
+            self.status.emit("An upscale is already running (Esc cancels it).")
+            return
+        model = find_upscaler(self._models(), scale)
+        image, version = document.image.copy(), document.version
+        cancel = self._cancel = threading.Event()
+        name = describe_choice(model)
+        self.status.emit(f"Upscaling {scale}x with {name} … (Esc cancels)")
+        self._bar.setRange(0, 0)
+        self._bar.setFormat("upscale")
+        self._bar.setVisible(True)
+
+        def work():
+            from sdstudio.engine.specialists.upscale import upscale
+            from sdstudio.engine.streaming import RunCancelled
+
+            try:
+                return upscale(image, scale, model, cancel=cancel, progress=self._progressed.emit)
+            except RunCancelled:
+                return _CANCELLED
+
+        def done(result) -> None:
+            self._end()
+            if result is _CANCELLED or cancel.is_set():
+                self.status.emit("Upscale cancelled; the picture is unchanged.")
+            elif document is not self._document() or document.version != version:
+                self.status.emit("The picture changed while upscaling; nothing was applied.")
+            else:
+                document.replace_image(result, f"Upscale {scale}x")
+                self.status.emit(self._summary(scale, name, model, document))
+            self.finished.emit()
+
+        def failed(message: str) -> None:
+            self._end()
+            self.status.emit(f"Upscale failed: {' '.join(message.split())}")
+            self.finished.emit()
+
+        run_in_background(work, done, failed)
+
+    @staticmethod
+    def _summary(scale: int, name: str, model: Path | None, document: Document) -> str:
+        size = f"{document.width} x {document.height}"
+        if model is not None:
+            return f"Upscaled {scale}x with {name}: now {size} (Ctrl+Z undoes it)."
+        return (
+            f"Upscaled {scale}x with Lanczos: now {size}. No upscaling model is installed: get "
+            "Real-ESRGAN in Models > Model library (or drop one into the models folder's "
+            "'upscalers' folder) for added detail."
+        )
+
+    def cancel(self) -> bool:
+        """Stop the running upscale (the picture stays as it was); True if one was running."""
+        if self._cancel is None or self._cancel.is_set():
+            return False
+        self._cancel.set()
+        self.status.emit("Cancelling the upscale …")
+        return True
+
+    def _show_progress(self, done: int, total: int) -> None:
+        if self.busy:
+            self._bar.setRange(0, max(1, total))
+            self._bar.setValue(done)
+            self._bar.setFormat(f"tile {done}/{total}")
+
+    def _end(self) -> None:
+        self._cancel = None
+        self._bar.setVisible(False)
+
+
+def follow_size(window, document: Document) -> None:
+    """After ``document`` changed size (an upscale, its undo or redo): the canvas, the results,
+    the selection and the mode start again from the new picture, as on opening one."""
+    if window.session.document is not document:
+        return
+    window.select_tool.reset()
+    window.session.set_document(document, blank=window.session.blank)
+    window._update_mode()
