@@ -1,5 +1,6 @@
 """The model library's specialist models (DESIGN.md section 9): the files in the models folder's
-``specialists`` folder (LaMa and what else spandrel loads) and the Segment Anything models, each
+``specialists`` folder (LaMa and what else spandrel loads), the upscalers in its ``upscalers``
+folder and the Segment Anything models, each
 with its architecture, purpose, licence, size and what stops it from being used; a pickle-format
 file is converted to ``.safetensors`` once, after the person agrees, off the GUI thread."""
 
@@ -23,7 +24,12 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.engine.models.library import human_size
-from sdstudio.engine.models.specialist_presets import SAM_PRESETS, SELECTION, preset_for_file
+from sdstudio.engine.models.specialist_presets import (
+    SAM_PRESETS,
+    SELECTION,
+    UPSCALING,
+    preset_for_file,
+)
 from sdstudio.qt.tasks import run_in_background
 
 CONSENT = (
@@ -63,7 +69,7 @@ def scan_rows(models: Path) -> list[Row]:
 
     specialists_dir(models).mkdir(parents=True, exist_ok=True)
     rows = []
-    for info in scan_specialists(models):
+    for info in [*scan_specialists(models), *_scan_upscalers(models)]:
         preset = preset_for_file(info.path.name)
         licence = info.licence or (preset.licence if preset else "unknown: see where it came from")
         size = human_size(info.path.stat().st_size) if info.path.is_file() else ""
@@ -100,6 +106,26 @@ def scan_rows(models: Path) -> list[Row]:
             )
         )
     return rows
+
+
+def _scan_upscalers(models: Path) -> list:
+    """The files in the models folder's 'upscalers' folder, described like the specialists
+    (any model there is taken for an upscaler; spandrel says what it is when it is used)."""
+    from dataclasses import replace
+
+    from sdstudio.engine.specialists.loading import SUFFIXES, describe
+    from sdstudio.engine.specialists.upscale import upscalers_dir
+
+    folder = upscalers_dir(models)
+    folder.mkdir(parents=True, exist_ok=True)
+    infos, seen = [], set()
+    for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in SUFFIXES):
+        info = describe(path)
+        if info.path in seen or not info.path.is_file():
+            continue
+        seen.add(info.path)
+        infos.append(replace(info, purpose=info.purpose or UPSCALING))
+    return sorted(infos, key=lambda i: i.name.lower())
 
 
 class SpecialistsSection(QWidget):

@@ -181,9 +181,11 @@ def download_specialist(
     The path it landed at (a file or a snapshot folder)."""
     if preset.filename is None:
         return download_sam(preset.repo_id, report, cancel)
+    from sdstudio.engine.models.specialist_presets import UPSCALING
     from sdstudio.engine.specialists.loading import specialists_dir
+    from sdstudio.engine.specialists.upscale import upscalers_dir
 
-    folder = specialists_dir(models)
+    folder = upscalers_dir(models) if preset.purpose == UPSCALING else specialists_dir(models)
     target = folder / (preset.target or preset.filename)
     if target.is_file() and _matches(target, preset) is None:
         return target

@@ -113,7 +113,47 @@ SAM_PRESETS = (
     ),
 )
 
-SPECIALIST_PRESETS = (LAMA_PRESET, *SAM_PRESETS)
+UPSCALING = "upscaling"
+"""Upscalers land in the models folder's 'upscalers' folder (engine/specialists/upscale.py)."""
+BSD3 = "BSD-3-Clause"
+_ESRGAN_SOURCE = (
+    "Real-ESRGAN by X. Wang et al., Tencent ARC (github.com/xinntao/Real-ESRGAN, its v0.1.0 and "
+    "v0.2.1 releases), as uploaded to huggingface.co/2kpr/Real-ESRGAN"
+)
+UPSCALE_PRESETS = (
+    SpecialistPreset(
+        "Real-ESRGAN x2plus",
+        "2kpr/Real-ESRGAN",
+        "ESRGAN",
+        UPSCALING,
+        0.07,
+        "Image > Upscale 2x and 'sdstudio upscale --scale 2': photos, print-size. A .pth: "
+        "converted once to .safetensors after you agree.",
+        f"{BSD3} (Real-ESRGAN, Xintao Wang)",
+        _ESRGAN_SOURCE,
+        filename="RealESRGAN_x2plus.pth",
+        target="RealESRGAN_x2plus.pth",
+        revision="d43aff1f1c922c1d974ae3d9ee9be86580428231",
+        sha256="49fafd45f8fd7aa8d31ab2a22d14d91b536c34494a5cfe31eb5d89c2fa266abb",
+        size_bytes=67061725,
+    ),
+    SpecialistPreset(
+        "Real-ESRGAN x4plus",
+        "2kpr/Real-ESRGAN",
+        "ESRGAN",
+        UPSCALING,
+        0.07,
+        "Image > Upscale 4x (and 2x when no 2x model is installed). A .pth: converted once to "
+        ".safetensors after you agree.",
+        f"{BSD3} (Real-ESRGAN, Xintao Wang)",
+        _ESRGAN_SOURCE,
+        filename="RealESRGAN_x4plus.pth",
+        target="RealESRGAN_x4plus.pth",
+        revision="d43aff1f1c922c1d974ae3d9ee9be86580428231",
+    ),
+)
+
+SPECIALIST_PRESETS = (LAMA_PRESET, *SAM_PRESETS, *UPSCALE_PRESETS)
 
 
 def preset_for_file(name: str) -> SpecialistPreset | None:

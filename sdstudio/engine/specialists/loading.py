@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import struct
 import zipfile
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,11 +194,16 @@ def scan_specialists(models: Path) -> list[SpecialistInfo]:
     return sorted(infos, key=lambda i: i.name.lower())
 
 
+_TABLES = (dict, OrderedDict)
+"""What a table of weights may be: ``state_dict()`` gives an OrderedDict (Real-ESRGAN's and
+GFPGAN's published .pth files hold one under ``params_ema``)."""
+
+
 def _plain_tensors(value) -> bool:
     import torch
 
     return (
-        type(value) is dict
+        type(value) in _TABLES
         and bool(value)
         and all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in value.items())
     )
@@ -209,9 +215,9 @@ def _unwrap(loaded, path: Path) -> dict:
     for _ in range(3):
         if _plain_tensors(loaded):
             return loaded
-        if type(loaded) is not dict:
+        if type(loaded) not in _TABLES:
             break
-        inner = next((loaded[k] for k in CONTAINER_KEYS if type(loaded.get(k)) is dict), None)
+        inner = next((loaded[k] for k in CONTAINER_KEYS if type(loaded.get(k)) in _TABLES), None)
         if inner is None:
             break
         loaded = inner
