@@ -28,6 +28,7 @@ from PySide6.QtWidgets import (
 )
 
 from sdstudio.core.document import Document
+from sdstudio.qt.faces_panel import FacesPanel
 from sdstudio.qt.tasks import run_in_background
 
 
@@ -94,6 +95,9 @@ class RestorePanel(QWidget):
             layout.addWidget(button)
             if button is self.repair_button:
                 layout.addWidget(self.use_model)
+        self.faces = FacesPanel(self)
+        layout.addWidget(self.faces)
+        self.buttons += self.faces.buttons
         working = QHBoxLayout()
         working.addWidget(self.progress, 1)
         working.addWidget(self.cancel_button)
