@@ -37,7 +37,11 @@ RESTORE_NEGATIVE = "text, watermark, frame, border, new object, scratches, dust,
 RESTORE_STRENGTH = 0.6
 """How much of the model-free pre-fill a model repair may change (a removal refine keeps 0.5)."""
 BLUR = 1
-"""Soft edge of the paste-back, in pixels (the blend zone reaches ``2 * BLUR`` past the mask)."""
+"""Soft edge of the paste-back of a large loss, in pixels (the blend zone reaches ``2 * BLUR``
+past the mask). Thin damage (scratches, dust: no pixel deeper than ``LARGE``) is filled in its
+own mask and pasted back hard: its fill meets the pixels around it, and growing the hole for a
+soft edge only throws away good pixels. On bench_damage.py with the true masks: PSNR over the
+damaged pixels 19.7 -> 22.2 dB (camera), 20.5 -> 22.8 dB (coffee), and 10-70x faster."""
 CONTEXT = 24
 """Untouched pixels around each blend zone that the fill may draw from."""
 TILE = 1024
@@ -155,17 +159,18 @@ def _repair_window(
     # large loss the fill reads as far around the window as it needs (as far again as the loss
     # is large, up to half a tile), or it finds nothing to copy and only smooths the loss over;
     # smaller damage is filled from its window, as measured on bench_damage.py.
-    wide = window
+    wide, blur = window, 0
     if cv2.distanceTransform(own, cv2.DIST_L2, 3).max() > LARGE:
         height, width = mask.shape
-        grown = grow(damaged, BLUR)
+        blur = BLUR
+        grown = grow(damaged, blur)
         wide = source_window(DEFAULT_METHOD, grown, window, width, height, TILE // 2)
-    fill_mask = grow(mask[wide.slices], BLUR)
+    fill_mask = grow(mask[wide.slices], blur)
     filled = classical_fill(to_rgb8(out[wide.slices]), fill_mask, cancel=cancel)
     filled = filled[_inner(window, wide)]
     if tone is not None:
         filled = on_tone_curve(filled, tone)
-    alpha = blend_alpha(own, BLUR)
+    alpha = blend_alpha(own, blur)
     inner = _inner(core, window)
     target = out[core.slices]
     target[...] = blend_patch(target, filled[inner], alpha[inner])
