@@ -22,6 +22,7 @@ from PySide6.QtWidgets import (
     QVBoxLayout,
     QWidget,
 )
+from shiboken6 import isValid
 
 from sdstudio.engine.models.library import human_size
 from sdstudio.engine.models.specialist_presets import (
@@ -165,6 +166,8 @@ class SpecialistsSection(QWidget):
         self.say(f"Listing the specialist models failed: {_one_line(message)}")
 
     def _show(self, rows: list[Row]) -> None:
+        if not isValid(self.tree):  # the dialog closed while the folders were being listed
+            return
         self.tree.clear()
         warn = QBrush(QColor(194, 106, 0))
         for row in rows:
