@@ -135,3 +135,32 @@ def test_no_detector_says_what_to_do(monkeypatch):
     assert face_detector() is None
     with pytest.raises(ModelError, match="Model library"):
         detect_faces(np.zeros((64, 64, 3), np.uint8))
+
+
+class FakeCascade:
+    """Stands in for OpenCV 4's cv2.CascadeClassifier (OpenCV 5 has none): the face cascade
+    finds one face, the eye cascade two eyes in the upper part of it."""
+
+    def __init__(self, path):
+        self.eyes = Path(path).name == "haarcascade_eye.xml"
+
+    def detectMultiScale3(self, grey, *args, **kwargs):  # noqa: N802 - OpenCV's name
+        return np.array([[100, 80, 200, 200]]), None, np.array([[3.0]])
+
+    def detectMultiScale(self, upper, *args, **kwargs):  # noqa: N802
+        assert self.eyes and upper.shape == (125, 200)  # the face's upper half and a bit
+        return np.array([[130, 40, 30, 30], [20, 44, 30, 30]])  # right one first
+
+
+def test_opencv4_haar_cascades_give_the_eyes_they_find(tmp_path, monkeypatch):
+    for name in ("haarcascade_frontalface_default.xml", "haarcascade_eye.xml"):
+        (tmp_path / name).write_text("<opencv_storage/>")
+    monkeypatch.setattr(cv2, "CascadeClassifier", FakeCascade, raising=False)
+    monkeypatch.setattr(cv2.data, "haarcascades", str(tmp_path) + "/")
+    assert face_detector() == face_detect.HAAR
+    (face,) = detect_faces(np.zeros((400, 500), np.uint8))
+    assert face.box == (100.0, 80.0, 300.0, 280.0) and face.detector == face_detect.HAAR
+    assert face.landmarks[0] == (135.0, 139.0) and face.landmarks[1] == (245.0, 135.0)
+    nose = (100 + 0.5 * 200, 80 + 0.58 * 200)  # from the box's proportions
+    assert face.landmarks[2] == pytest.approx(nose)
+    assert 0.5 < face.score < 1
