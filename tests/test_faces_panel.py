@@ -93,6 +93,8 @@ def test_no_model_installed_says_where_to_get_one(qtbot, tmp_path):
     window.models_folder = tmp_path / "empty"
     window.set_document(Document(picture()))
     faces = window.restore_panel.faces
+    faces.refresh_models()
+    assert "Model library" in faces.found.text()  # said before anything is clicked
     messages = []
     window.restore_panel.status.connect(messages.append)
     faces.restore()

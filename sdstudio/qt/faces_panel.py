@@ -30,6 +30,8 @@ NO_MODEL = (
     "No face model installed: download GFPGAN v1.4 or RestoreFormer in Models > Model library."
 )
 
+FIND_NOTE = "Find faces shows how many there are."
+
 
 class FacesPanel(QGroupBox):
     """``restore``: the RestorePanel this group lives in (its status, progress and cancel).
@@ -45,7 +47,7 @@ class FacesPanel(QGroupBox):
         self._restore = restore
         self._models = models or self._window_models
         self._faces: tuple[object, list] | None = None  # (document version, faces)
-        self.found = QLabel("Find faces shows how many there are.")
+        self.found = QLabel(FIND_NOTE)
         self.found.setWordWrap(True)
         self.model = QComboBox()
         self.model.setToolTip("The face restoration model (from the models folder)")
@@ -96,7 +98,10 @@ class FacesPanel(QGroupBox):
         if self.model.count() == 0:
             self.model.addItem("(none installed)", None)
             self.model.setToolTip(NO_MODEL)
+            self.found.setText(NO_MODEL)
         else:
+            if self.found.text() == NO_MODEL:
+                self.found.setText(FIND_NOTE)
             self.model.setToolTip("The face restoration model (from the models folder)")
             index = self.model.findData(current)
             self.model.setCurrentIndex(max(0, index))
