@@ -164,3 +164,29 @@ def test_opencv4_haar_cascades_give_the_eyes_they_find(tmp_path, monkeypatch):
     nose = (100 + 0.5 * 200, 80 + 0.58 * 200)  # from the box's proportions
     assert face.landmarks[2] == pytest.approx(nose)
     assert 0.5 < face.score < 1
+
+
+def test_a_yunet_download_lands_in_specialists_and_is_listed_and_found(tmp_path, monkeypatch):
+    """YuNet (MIT, an ONNX file for OpenCV) is offered in the library, lands where the detector
+    looks, and shows in the installed list with its licence."""
+    import threading
+    from dataclasses import replace
+    from hashlib import sha256
+
+    from test_specialists_library import fake_hf_hub_download
+
+    from sdstudio.engine.models.downloads import download_specialist
+    from sdstudio.engine.models.specialist_presets import SPECIALIST_PRESETS, YUNET_PRESET
+    from sdstudio.engine.specialists.face_detect import find_yunet
+    from sdstudio.qt.specialists_library import scan_rows
+
+    assert YUNET_PRESET in SPECIALIST_PRESETS and "MIT" in YUNET_PRESET.licence
+    source = tmp_path / YUNET_PRESET.filename
+    source.write_bytes(b"onnx stand-in")
+    monkeypatch.setattr("huggingface_hub.hf_hub_download", fake_hf_hub_download(source, []))
+    preset = replace(YUNET_PRESET, sha256=sha256(b"onnx stand-in").hexdigest(), size_bytes=None)
+    models = tmp_path / "models"
+    landed = download_specialist(preset, models, lambda *a: None, threading.Event())
+    assert find_yunet(models) == landed
+    rows = [r for r in scan_rows(models) if r.path == landed]
+    assert len(rows) == 1 and rows[0].architecture == "YuNet" and "MIT" in rows[0].licence

@@ -66,6 +66,8 @@ def scan_rows(models: Path) -> list[Row]:
     """What the list shows (runs off the GUI thread): the specialists folder's files as 13A's
     ``scan_specialists`` describes them, then the Segment Anything models installed."""
     from sdstudio.engine.models.sam import scan_sam
+    from sdstudio.engine.models.specialist_presets import YUNET_PRESET
+    from sdstudio.engine.specialists.face_detect import find_yunet
     from sdstudio.engine.specialists.loading import scan_specialists, specialists_dir
 
     specialists_dir(models).mkdir(parents=True, exist_ok=True)
@@ -87,6 +89,19 @@ def scan_rows(models: Path) -> list[Row]:
                 size,
                 note,
                 info.needs_conversion,
+            )
+        )
+    yunet = find_yunet(models)
+    if yunet is not None:  # ONNX: data for OpenCV's own runtime, not a spandrel model
+        rows.append(
+            Row(
+                yunet.name,
+                yunet,
+                "YuNet",
+                YUNET_PRESET.purpose,
+                YUNET_PRESET.licence,
+                human_size(yunet.stat().st_size),
+                "Face detector for Restore faces (OpenCV).",
             )
         )
     presets = {p.repo_id: p for p in SAM_PRESETS}
