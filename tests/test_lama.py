@@ -195,9 +195,11 @@ def test_the_model_stays_loaded_until_its_file_changes(lama, monkeypatch, tmp_pa
     import os
     import shutil
 
+    import sdstudio.engine.specialists.loading as loading
+
     loads = []
-    load = lama_module.load_model
-    monkeypatch.setattr(lama_module, "load_model", lambda *a: loads.append(a) or load(*a))
+    load = loading.load_model
+    monkeypatch.setattr(loading, "load_model", lambda *a: loads.append(a) or load(*a))
     lama_module.clear_cache()
     image, mask = odd_picture(40, 40), blob(40, 40)
     lama_fill(image, mask, lama, device="cpu")

@@ -173,7 +173,7 @@ def test_bad_input_is_refused_before_loading(tmp_path, photo, monkeypatch):
     def boom(*_args):
         raise AssertionError("no model may load for bad input")
 
-    monkeypatch.setattr(up, "load_model", boom)
+    monkeypatch.setattr("sdstudio.engine.specialists.loading.load_model", boom)
     with pytest.raises(SDStudioError, match="2 or 4"):
         up.upscale(photo, 3, tmp_path / "x.safetensors")
     with pytest.raises(SDStudioError, match="at least"):
@@ -190,7 +190,9 @@ def test_a_model_that_is_not_an_upscaler_is_refused(tmp_path, photo):
 def test_the_model_stays_loaded(models, photo, monkeypatch):
     path = models / "upscalers" / "compact-x2.safetensors"
     up.upscale(photo, 2, path, device="cpu")
-    monkeypatch.setattr(up, "load_model", lambda *_: pytest.fail("loaded again"))
+    monkeypatch.setattr(
+        "sdstudio.engine.specialists.loading.load_model", lambda *_: pytest.fail("loaded again")
+    )
     up.upscale(photo, 2, path, device="cpu")
 
 

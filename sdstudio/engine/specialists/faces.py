@@ -27,7 +27,7 @@ from sdstudio.core.errors import Cancelled, ModelError
 from sdstudio.core.pixels import to_rgb8
 from sdstudio.engine.compositing import blend_patch
 from sdstudio.engine.specialists.face_detect import Face, detect_faces
-from sdstudio.engine.specialists.loading import load_model, pick_device, scan_specialists
+from sdstudio.engine.specialists.loading import ModelCache, pick_device, scan_specialists
 from sdstudio.engine.streaming import RunCancelled
 
 SIZE = 512
@@ -57,7 +57,6 @@ MISSING = (
 RESTOREFORMER_KEYS = ("quantize.embedding.weight", "encoder.conv_in.weight", "quant_conv.weight")
 
 _lock = threading.Lock()
-_cache: dict[tuple, object] = {}
 
 
 class FacesCancelled(Cancelled):
@@ -126,23 +125,15 @@ def paste_mask() -> np.ndarray:
     return np.minimum(ramp[:, None], ramp[None, :]).astype(np.float32)
 
 
-def _loaded(path: Path, device: str):
-    path = Path(path)
-    try:
-        stat = path.stat()
-    except OSError as error:
-        raise ModelError(f"The face model '{path}' cannot be read: {error.strerror}.") from error
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, device)
-    if key not in _cache:
-        _cache.clear()  # one face model in memory at a time
-        descriptor = load_model(path, device)
-        if descriptor.architecture.id not in ARCHITECTURES:
-            raise ModelError(
-                f"'{path.name}' is a {descriptor.architecture.name} model, not a face "
-                "restoration model: choose a GFPGAN or RestoreFormer file."
-            )
-        _cache[key] = descriptor
-    return _cache[key]
+def _check(descriptor, path: Path) -> None:
+    if descriptor.architecture.id not in ARCHITECTURES:
+        raise ModelError(
+            f"'{path.name}' is a {descriptor.architecture.name} model, not a face "
+            "restoration model: choose a GFPGAN or RestoreFormer file."
+        )
+
+
+_cache = ModelCache("face model", _check)
 
 
 def clear_cache() -> None:
@@ -214,7 +205,7 @@ def restore_faces(
     tone = tone_table(image)
     try:
         with _lock:
-            descriptor = _loaded(model_path, device)
+            descriptor = _cache.get(model_path, device)
             handles = _cancel_hooks(descriptor.model, cancel)
             try:
                 for index, face in enumerate(faces):

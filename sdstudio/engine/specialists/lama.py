@@ -18,7 +18,7 @@ import numpy as np
 
 from sdstudio.core.errors import ModelError
 from sdstudio.core.pixels import color_channels, rgb8_to_float_like, to_rgb8
-from sdstudio.engine.specialists.loading import load_model, pick_device, scan_specialists
+from sdstudio.engine.specialists.loading import ModelCache, pick_device, scan_specialists
 from sdstudio.engine.streaming import RunCancelled
 
 WORK_SIZE = {"cpu": 1024, "cuda": 2048}
@@ -36,7 +36,6 @@ CONTEXT = 64
 """Pixels of picture LaMa is given around a hole at least; a larger hole gets half its size."""
 
 _lock = threading.Lock()
-_cache: dict[tuple, object] = {}
 
 
 def find_lama(models: Path) -> Path | None:
@@ -58,24 +57,15 @@ def context(mask: np.ndarray) -> tuple[int, int, int, int]:
     return y0 - pad, y1 + pad, x0 - pad, x1 + pad
 
 
-def _loaded(path: Path, device: str):
-    """The LaMa descriptor for ``path`` on ``device``, loaded once and kept (one model)."""
-    path = Path(path)
-    try:
-        stat = path.stat()
-    except OSError as error:
-        raise ModelError(f"The LaMa model '{path}' cannot be read: {error.strerror}.") from error
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, device)
-    if key not in _cache:
-        _cache.clear()  # one specialist of this kind in memory at a time
-        descriptor = load_model(path, device)
-        if type(descriptor.architecture).__name__ != "LaMaArch":
-            raise ModelError(
-                f"'{path.name}' is a {descriptor.architecture.name} model, not a LaMa removal "
-                "model: choose a LaMa file for this fill."
-            )
-        _cache[key] = descriptor
-    return _cache[key]
+def _check(descriptor, path: Path) -> None:
+    if type(descriptor.architecture).__name__ != "LaMaArch":
+        raise ModelError(
+            f"'{path.name}' is a {descriptor.architecture.name} model, not a LaMa removal "
+            "model: choose a LaMa file for this fill."
+        )
+
+
+_cache = ModelCache("LaMa model", _check)
 
 
 def clear_cache() -> None:
@@ -155,7 +145,7 @@ def lama_fill(
     limit = WORK_SIZE.get(device.split(":")[0], WORK_SIZE["cpu"])
     scale = min(1.0, limit / max(height, width))
     with _lock:
-        descriptor = _loaded(model_path, device)
+        descriptor = _cache.get(model_path, device)
         if scale < 1.0:
             size = (max(16, round(width * scale)), max(16, round(height * scale)))
             small = cv2.resize(rgb8, size, interpolation=cv2.INTER_AREA)

@@ -18,6 +18,7 @@ import json
 import struct
 import zipfile
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -326,6 +327,37 @@ def load_model(path: Path, device: str | None = None):
     if device.startswith("cuda") and descriptor.supports_half:
         descriptor.half()
     return descriptor
+
+
+class ModelCache:
+    """One model of a kind kept loaded between runs (LaMa, an upscaler, a face restorer), keyed
+    by its file's path, modification time and size, and the device: a changed file is loaded
+    again, and loading another drops the one held. ``check(descriptor, path)`` raises a
+    ``ModelError`` for a model of the wrong kind. Callers hold their own lock around a run."""
+
+    def __init__(self, kind: str, check: Callable[[object, Path], None]) -> None:
+        self.kind = kind
+        self._check = check
+        self._held: dict[tuple, object] = {}
+
+    def get(self, path: Path, device: str):
+        path = Path(path)
+        try:
+            stat = path.stat()
+        except OSError as error:
+            raise ModelError(
+                f"The {self.kind} '{path}' cannot be read: {error.strerror}."
+            ) from error
+        key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, device)
+        if key not in self._held:
+            self._held.clear()  # one model of this kind in memory at a time
+            descriptor = load_model(path, device)
+            self._check(descriptor, path)
+            self._held[key] = descriptor
+        return self._held[key]
+
+    def clear(self) -> None:
+        self._held.clear()
 
 
 def main(argv: list[str] | None = None) -> int:

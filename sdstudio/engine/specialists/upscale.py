@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from sdstudio.core.errors import ModelError, SDStudioError
-from sdstudio.engine.specialists.loading import SUFFIXES, describe, load_model, pick_device
+from sdstudio.engine.specialists.loading import SUFFIXES, ModelCache, describe, pick_device
 from sdstudio.engine.specialists.loading import specialists_dir as _specialists_dir
 from sdstudio.engine.streaming import RunCancelled
 from sdstudio.engine.tiling import MIN_TILE, run_tiled
@@ -40,7 +40,6 @@ LANCZOS_NOTE = (
 )
 
 _lock = threading.Lock()
-_cache: dict[tuple, object] = {}
 
 
 def upscalers_dir(models: Path) -> Path:
@@ -112,25 +111,16 @@ def check_tile(tile: int | None) -> None:
         raise SDStudioError(f"A tile must be at least {MIN_TILE} pixels, not {tile}.")
 
 
-def _loaded(path: Path, device: str):
-    """The upscaler in ``path`` on ``device``, loaded once and kept (one model)."""
-    path = Path(path)
-    try:
-        stat = path.stat()
-    except OSError as error:
-        raise ModelError(f"The upscaler '{path}' cannot be read: {error.strerror}.") from error
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, device)
-    if key not in _cache:
-        _cache.clear()  # one upscaler in memory at a time
-        descriptor = load_model(path, device)
-        if getattr(descriptor, "purpose", None) != "SR" or descriptor.scale < 2:
-            raise ModelError(
-                f"'{path.name}' is a {descriptor.architecture.name} model for "
-                f"'{getattr(descriptor, 'purpose', '?')}', not an upscaler: choose an "
-                "upscaling (super-resolution) model."
-            )
-        _cache[key] = descriptor
-    return _cache[key]
+def _check(descriptor, path: Path) -> None:
+    if getattr(descriptor, "purpose", None) != "SR" or descriptor.scale < 2:
+        raise ModelError(
+            f"'{path.name}' is a {descriptor.architecture.name} model for "
+            f"'{getattr(descriptor, 'purpose', '?')}', not an upscaler: choose an "
+            "upscaling (super-resolution) model."
+        )
+
+
+_cache = ModelCache("upscaler", _check)
 
 
 def clear_cache() -> None:
@@ -210,7 +200,7 @@ def upscale(
     grey = image.ndim == 2
     pixels = image[:, :, None] if grey else image[:, :, :3]
     with _lock:
-        descriptor = _loaded(model_path, device)
+        descriptor = _cache.get(model_path, device)
         passes, shrink = _plan(descriptor.scale, scale, Path(model_path).name)
         model = _model_function(descriptor, device, shrink)
         factor = descriptor.scale // shrink
