@@ -8,7 +8,6 @@ from test_upscale import compact, save_state
 
 from sdstudio.cli import main
 from sdstudio.core.imageio import load_image, read_parameters, save_image
-from sdstudio.engine.specialists import upscale as up
 
 
 @pytest.fixture(scope="module")
@@ -76,7 +75,9 @@ def test_bad_input_is_one_line_before_any_model_loads(
     evil = tmp_path / "evil.pth"
     evil.write_bytes(b"not really")
     extra = [str(broken) if e == "BROKEN" else str(evil) if e == "EVIL" else e for e in extra]
-    monkeypatch.setattr(up, "load_model", lambda *_: pytest.fail("a model loaded"))
+    monkeypatch.setattr(
+        "sdstudio.engine.specialists.loading.load_model", lambda *_: pytest.fail("a model loaded")
+    )
     out = tmp_path / "x.png"
     assert run(files, str(files / "photo.png"), *extra, "-o", str(out)) == 1
     err = capsys.readouterr().err.strip()
