@@ -181,8 +181,8 @@ class FacesPanel(QGroupBox):
         text = f"Found {_count(faces)} ({detector})."
         if detector != YUNET:
             text += (
-                " YuNet finds more, with their eyes and mouths: put "
-                "face_detection_yunet_2023mar.onnx in the models folder's 'specialists' folder."
+                " YuNet finds more, with their eyes and mouths: download it (230 KB) in "
+                "Models > Model library."
             )
         self.found.setText(text)
         self._restore.status.emit(text)
