@@ -115,7 +115,7 @@ def _upscale(args: argparse.Namespace) -> int:
     )
     how = f"upscaled {args.scale}x with {describe_choice(model)}"
     if model is not None:
-        how += f" (tile {args.tile or 'default'})"
+        how += f" (tiles of {args.tile} px)" if args.tile else " (tiled)"
     parameters = f"Upscaled with SD Studio {__version__}; {how}; from {width} x {height}"
     save_image(args.output, result, parameters=parameters, icc_profile=picture.icc_profile)
     seconds = time.perf_counter() - started
