@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import threading
 from pathlib import Path
 
 from sdstudio.core.errors import SDStudioError
@@ -38,6 +39,28 @@ def add_upscale_parser(commands) -> None:
         "less memory",
     )
     p.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
+    refine = p.add_argument_group(
+        "SD upscale",
+        "--refine then redraws fine detail with Stable Diffusion, tile by tile (img2img at a "
+        "low strength; slow without a GPU)",
+    )
+    refine.add_argument("--refine", action="store_true", help="refine the upscaled picture")
+    refine.add_argument(
+        "--strength",
+        type=float,
+        default=None,
+        help="how much the refine may change, 0-1 (default 0.3)",
+    )
+    refine.add_argument("--prompt", default=None, help="what the picture shows (helps the refine)")
+    refine.add_argument(
+        "--refine-model",
+        default=None,
+        metavar="REF",
+        help="Stable Diffusion model (hub id, folder or .safetensors; default: $SDSTUDIO_MODEL "
+        "or Stable Diffusion 1.5)",
+    )
+    refine.add_argument("--steps", type=int, default=20, help="denoising steps (default 20)")
+    refine.add_argument("--seed", type=int, default=0, help="seed for every tile (default 0)")
     p.add_argument("--models-dir", type=Path, help=argparse.SUPPRESS)
     p.add_argument("-o", "--output", required=True, type=Path, help="the picture to write")
 
@@ -80,6 +103,65 @@ def resolve_model(reference: str | None, models: Path, scale: int) -> Path | Non
     return info.path
 
 
+def _check_refine(args: argparse.Namespace) -> None:
+    """The refine options, checked (and the model named) before anything loads."""
+    import os
+
+    from sdstudio.engine.models.resolve import DEFAULT_MODEL
+    from sdstudio.engine.refine import DEFAULT_STRENGTH, check_strength
+
+    if not args.refine:
+        extra = [
+            flag
+            for flag, value in (
+                ("--strength", args.strength),
+                ("--prompt", args.prompt),
+                ("--refine-model", args.refine_model),
+            )
+            if value is not None
+        ]
+        if extra:
+            raise SDStudioError(f"{', '.join(extra)} only apply with --refine.")
+        return
+    args.strength = DEFAULT_STRENGTH if args.strength is None else args.strength
+    check_strength(args.strength)
+    if not 1 <= args.steps <= 1000:
+        raise SDStudioError(f"--steps must be between 1 and 1000, not {args.steps}.")
+    if int(args.steps * args.strength) < 1:
+        raise SDStudioError(
+            f"--strength {args.strength} with {args.steps} steps runs no denoising step: raise "
+            "one of them."
+        )
+    args.refine_model = args.refine_model or os.environ.get("SDSTUDIO_MODEL") or DEFAULT_MODEL
+
+
+def _refined(args: argparse.Namespace, image):
+    """The upscaled ``image`` refined by Stable Diffusion tile by tile; None on Ctrl+C."""
+    from sdstudio.cli.generate import _load_engine, _Progress
+    from sdstudio.engine.refine import DEFAULT_PROMPT, refine
+    from sdstudio.engine.streaming import RunCancelled
+
+    engine = _load_engine(args, args.refine_model)
+    print(f"Refining at strength {args.strength} ...", file=sys.stderr, flush=True)
+    progress, cancel = _Progress(), threading.Event()
+    try:
+        return refine(
+            engine,
+            image,
+            prompt=args.prompt or DEFAULT_PROMPT,
+            strength=args.strength,
+            steps=args.steps,
+            seed=args.seed,
+            model=args.refine_model,
+            cancel=cancel,
+            progress=progress.step,
+        )
+    except (KeyboardInterrupt, RunCancelled):
+        cancel.set()
+        print("\nCancelled.", file=sys.stderr)
+        return None
+
+
 def _upscale(args: argparse.Namespace) -> int:
     import time
 
@@ -98,6 +180,7 @@ def _upscale(args: argparse.Namespace) -> int:
     _check_output(args)
     check_scale(args.scale)
     check_tile(args.tile)
+    _check_refine(args)
     models = args.models_dir or models_dir()
     model = resolve_model(args.model, models, args.scale)
     picture = load_picture(args.image)
@@ -116,6 +199,11 @@ def _upscale(args: argparse.Namespace) -> int:
     how = f"upscaled {args.scale}x with {describe_choice(model)}"
     if model is not None:
         how += f" (tiles of {args.tile} px)" if args.tile else " (tiled)"
+    if args.refine:
+        result = _refined(args, result)
+        if result is None:
+            return 130
+        how += f", refined by {args.refine_model} at strength {args.strength}"
     parameters = f"Upscaled with SD Studio {__version__}; {how}; from {width} x {height}"
     save_image(args.output, result, parameters=parameters, icc_profile=picture.icc_profile)
     seconds = time.perf_counter() - started
