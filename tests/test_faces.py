@@ -52,6 +52,19 @@ def tiny_restoreformer(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def models_with_restorer(models: Path) -> Path:
+    """``models`` made a models folder with the tiny RestoreFormer installed (for the CLI and
+    panel tests); one torch thread, as the machine is shared."""
+    import torch
+
+    torch.set_num_threads(1)
+    from sdstudio.engine.specialists.loading import specialists_dir
+
+    specialists_dir(models).mkdir(parents=True)
+    tiny_restoreformer(specialists_dir(models) / "tiny-restoreformer.safetensors")
+    return models
+
+
 @pytest.fixture(scope="module")
 def restorer(tmp_path_factory):
     import torch

@@ -8,19 +8,12 @@ import pytest
 from sdstudio.cli import main
 from sdstudio.engine.specialists.face_detect import face_detector
 from sdstudio.engine.specialists.loading import specialists_dir
-from tests.test_faces import picture, reach, the_face, tiny_restoreformer
+from tests.test_faces import models_with_restorer, picture, reach, the_face
 
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    import torch
-
-    torch.set_num_threads(1)
-    models = tmp_path_factory.mktemp("models")
-    folder = specialists_dir(models)
-    folder.mkdir(parents=True)
-    tiny_restoreformer(folder / "tiny-restoreformer.safetensors")
-    return models
+    return models_with_restorer(tmp_path_factory.mktemp("models"))
 
 
 @pytest.mark.skipif(face_detector() is None, reason="no face detector without a download")

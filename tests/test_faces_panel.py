@@ -7,8 +7,7 @@ import pytest
 
 from sdstudio.core.document import Document
 from sdstudio.engine.specialists.face_detect import face_detector
-from sdstudio.engine.specialists.loading import specialists_dir
-from tests.test_faces import picture, tiny_restoreformer
+from tests.test_faces import models_with_restorer, picture
 from tests.test_restore_panel import make
 
 needs_a_detector = pytest.mark.skipif(
@@ -18,14 +17,7 @@ needs_a_detector = pytest.mark.skipif(
 
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
-    import torch
-
-    torch.set_num_threads(1)
-    models = tmp_path_factory.mktemp("models")
-    folder = specialists_dir(models)
-    folder.mkdir(parents=True)
-    tiny_restoreformer(folder / "tiny-restoreformer.safetensors")
-    return models
+    return models_with_restorer(tmp_path_factory.mktemp("models"))
 
 
 def window_with_picture(qtbot, tmp_path, models):
