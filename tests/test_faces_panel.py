@@ -93,3 +93,15 @@ def test_no_model_installed_says_where_to_get_one(qtbot, tmp_path):
     assert not window.restore_panel.busy
     assert messages and "Model library" in messages[-1]
     window.close()
+
+
+def test_the_fidelity_shows_its_value(qtbot):
+    from sdstudio.qt.faces_panel import FacesPanel
+    from sdstudio.qt.restore_panel import RestorePanel
+
+    restore = RestorePanel(lambda: None)
+    qtbot.addWidget(restore)
+    panel = restore.findChild(FacesPanel)
+    assert panel.fidelity_value.text() == f"{panel.fidelity.value()}%"
+    panel.fidelity.setValue(65)
+    assert panel.fidelity_value.text() == "65%"

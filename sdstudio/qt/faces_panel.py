@@ -17,6 +17,7 @@ from PySide6.QtWidgets import (
     QComboBox,
     QFormLayout,
     QGroupBox,
+    QHBoxLayout,
     QLabel,
     QPushButton,
     QSlider,
@@ -67,7 +68,16 @@ class FacesPanel(QGroupBox):
         self.buttons = (self.find_button, self.restore_button)
         form = QFormLayout()
         form.addRow("Model", self.model)
-        form.addRow("Fidelity", self.fidelity)
+        self.fidelity_value = QLabel()
+        self.fidelity_value.setMinimumWidth(
+            self.fidelity_value.fontMetrics().horizontalAdvance("100%")
+        )
+        self.fidelity.valueChanged.connect(lambda v: self.fidelity_value.setText(f"{v}%"))
+        self.fidelity_value.setText(f"{self.fidelity.value()}%")
+        fidelity = QHBoxLayout()
+        fidelity.addWidget(self.fidelity, 1)
+        fidelity.addWidget(self.fidelity_value)
+        form.addRow("Fidelity", fidelity)
         layout = QVBoxLayout(self)
         layout.addLayout(form)
         layout.addWidget(self.find_button)
