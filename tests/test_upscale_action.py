@@ -126,6 +126,7 @@ def test_menu_upscale_2x_then_one_undo_restores_the_original(qtbot, window, tmp_
     window.undo()
     assert (document.image == original).all() and document.mask.sum() == 8 * 16 * 255
     assert window.canvas._rgba.shape[:2] == (40, 60) and not document.can_undo
+    assert window.statusBar().currentMessage() == "The picture is 60 x 40 now."
     window.redo()
     assert document.image.shape == (80, 120, 3) and window.canvas._rgba.shape[:2] == (80, 120)
 

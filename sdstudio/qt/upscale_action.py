@@ -127,3 +127,4 @@ def follow_size(window, document: Document) -> None:
     window.select_tool.reset()
     window.session.set_document(document, blank=window.session.blank)
     window._update_mode()
+    window.statusBar().showMessage(f"The picture is {document.width} x {document.height} now.")
