@@ -44,8 +44,6 @@ class UpscaleAction(QObject):
         return self._cancel is not None
 
     def start(self, scale: int) -> None:
-        from sdstudio.engine.specialists.upscale import describe_choice, find_upscaler
-
         document = self._document()
         if document is None:
             self.status.emit("Open a picture first.")
@@ -53,31 +51,34 @@ class UpscaleAction(QObject):
         if self.busy:
             self.status.emit("An upscale is already running (Esc cancels it).")
             return
-        model = find_upscaler(self._models(), scale)
-        image, version = document.image.copy(), document.version
+        image, version, models = document.image.copy(), document.version, self._models()
         cancel = self._cancel = threading.Event()
-        name = describe_choice(model)
-        self.status.emit(f"Upscaling {scale}x with {name} … (Esc cancels)")
+        self.status.emit(f"Upscaling {scale}x … (Esc cancels)")
         self._bar.setRange(0, 0)
         self._bar.setFormat("upscale")
         self._bar.setVisible(True)
 
-        def work():
-            from sdstudio.engine.specialists.upscale import upscale
+        def work():  # the models folder is scanned here too: file reads stay off the GUI thread
+            from sdstudio.engine.specialists.upscale import describe_choice, find_upscaler, upscale
             from sdstudio.engine.streaming import RunCancelled
 
+            model = find_upscaler(models, scale)
+            name = describe_choice(model)
+            self.status.emit(f"Upscaling {scale}x with {name} … (Esc cancels)")  # queued
             try:
-                return upscale(image, scale, model, cancel=cancel, progress=self._progressed.emit)
+                result = upscale(image, scale, model, cancel=cancel, progress=self._progressed.emit)
             except RunCancelled:
                 return _CANCELLED
+            return result, model, name
 
-        def done(result) -> None:
+        def done(outcome) -> None:
             self._end()
-            if result is _CANCELLED or cancel.is_set():
+            if outcome is _CANCELLED or cancel.is_set():
                 self.status.emit("Upscale cancelled; the picture is unchanged.")
             elif document is not self._document() or document.version != version:
                 self.status.emit("The picture changed while upscaling; nothing was applied.")
             else:
+                result, model, name = outcome
                 document.replace_image(result, f"Upscale {scale}x")
                 self.status.emit(self._summary(scale, name, model, document))
             self.finished.emit()
