@@ -1,6 +1,8 @@
 """Image > Upscale 2x / 4x: runs the upscaler off the GUI thread with progress and cancel (Esc),
 then replaces the picture as one undo step (``Document.replace_image``). The window follows the
-size change (and its undo and redo) through ``follow_size``."""
+size change (and its undo and redo) through ``follow_size``. Image > Upscale and refine… adds a
+second pass on the same thread (``refine``: see ``qt/refine_dialog.RefinePass``): the whole is
+still one undo step, and Esc cancels either pass."""
 
 from __future__ import annotations
 
@@ -23,7 +25,7 @@ class UpscaleAction(QObject):
 
     status = Signal(str)
     finished = Signal()
-    _progressed = Signal(int, int)  # from the worker thread
+    _progressed = Signal(int, int, str)  # from the worker thread: done, total (0: busy), what
 
     def __init__(
         self,
@@ -43,7 +45,9 @@ class UpscaleAction(QObject):
     def busy(self) -> bool:
         return self._cancel is not None
 
-    def start(self, scale: int) -> None:
+    def start(self, scale: int, refine=None) -> None:
+        """Upscale the picture ``scale`` times; then, with ``refine`` (a ``RefinePass``: checked
+        options, a ``load()`` and a ``run(image, cancel, progress)``), refine the result."""
         document = self._document()
         if document is None:
             self.status.emit("Open a picture first.")
@@ -53,6 +57,7 @@ class UpscaleAction(QObject):
             return
         image, version, models = document.image.copy(), document.version, self._models()
         cancel = self._cancel = threading.Event()
+        what = f"Upscale {scale}x" + (" and refine" if refine is not None else "")
         self.status.emit(f"Upscaling {scale}x … (Esc cancels)")
         self._bar.setRange(0, 0)
         self._bar.setFormat("upscale")
@@ -62,11 +67,22 @@ class UpscaleAction(QObject):
             from sdstudio.engine.specialists.upscale import describe_choice, find_upscaler, upscale
             from sdstudio.engine.streaming import RunCancelled
 
+            if refine is not None:  # the model first: a missing one fails before the upscale
+                self.status.emit(f"Loading {refine.options.model} for the refine …")
+                self._progressed.emit(0, 0, "loading model")
+                refine.load()
+                if cancel.is_set():
+                    return _CANCELLED
             model = find_upscaler(models, scale)
             name = describe_choice(model)
             self.status.emit(f"Upscaling {scale}x with {name} … (Esc cancels)")  # queued
             try:
-                result = upscale(image, scale, model, cancel=cancel, progress=self._progressed.emit)
+                result = upscale(
+                    image, scale, model, cancel=cancel, progress=self._reporter("tile")
+                )
+                if refine is not None:
+                    self.status.emit(f"Refining with {refine.options.model} … (Esc cancels)")
+                    result = refine.run(result, cancel, self._reporter("refine tile"))
             except RunCancelled:
                 return _CANCELLED
             return result, model, name
@@ -74,29 +90,33 @@ class UpscaleAction(QObject):
         def done(outcome) -> None:
             self._end()
             if outcome is _CANCELLED or cancel.is_set():
-                self.status.emit("Upscale cancelled; the picture is unchanged.")
+                self.status.emit(f"{what} cancelled; the picture is unchanged.")
             elif document is not self._document() or document.version != version:
                 self.status.emit("The picture changed while upscaling; nothing was applied.")
             else:
                 result, model, name = outcome
-                document.replace_image(result, f"Upscale {scale}x")
-                self.status.emit(self._summary(scale, name, model, document))
+                document.replace_image(result, what)
+                done_too = "" if refine is None else f" and {refine.summary()}"
+                self.status.emit(self._summary(scale, name, model, document, done_too))
             self.finished.emit()
 
         def failed(message: str) -> None:
             self._end()
-            self.status.emit(f"Upscale failed: {' '.join(message.split())}")
+            self.status.emit(f"{what} failed: {' '.join(message.split())}")
             self.finished.emit()
 
         run_in_background(work, done, failed)
 
     @staticmethod
-    def _summary(scale: int, name: str, model: Path | None, document: Document) -> str:
+    def _summary(
+        scale: int, name: str, model: Path | None, document: Document, done_too: str = ""
+    ) -> str:
         size = f"{document.width} x {document.height}"
         if model is not None:
-            return f"Upscaled {scale}x with {name}: now {size} (Ctrl+Z undoes it)."
+            return f"Upscaled {scale}x with {name}{done_too}: now {size} (Ctrl+Z undoes it)."
         return (
-            f"Upscaled {scale}x with Lanczos: now {size}. No upscaling model is installed: get "
+            f"Upscaled {scale}x with Lanczos{done_too}: now {size}. No upscaling model is "
+            "installed: get "
             "Real-ESRGAN in Models > Model library (or drop one into the models folder's "
             "'upscalers' folder) for added detail."
         )
@@ -109,11 +129,15 @@ class UpscaleAction(QObject):
         self.status.emit("Cancelling the upscale …")
         return True
 
-    def _show_progress(self, done: int, total: int) -> None:
-        if self.busy:
-            self._bar.setRange(0, max(1, total))
-            self._bar.setValue(done)
-            self._bar.setFormat(f"tile {done}/{total}")
+    def _reporter(self, label: str) -> Callable[[int, int], None]:
+        return lambda done, total: self._progressed.emit(done, total, label)
+
+    def _show_progress(self, done: int, total: int, label: str) -> None:
+        if not self.busy:
+            return
+        self._bar.setRange(0, total)  # 0: busy, with no count
+        self._bar.setValue(done)
+        self._bar.setFormat(f"{label} {done}/{total}" if total else label)
 
     def _end(self) -> None:
         self._cancel = None

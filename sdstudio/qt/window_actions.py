@@ -10,6 +10,7 @@ from sdstudio.core.selection import MAX_GROW
 from sdstudio.qt.canvas import CanvasTool
 from sdstudio.qt.device_menu import build_device_menu
 from sdstudio.qt.fill_menu import build_fill_menu
+from sdstudio.qt.refine_dialog import attach_refine_engine, open_refine_dialog
 from sdstudio.qt.upscale_action import UpscaleAction
 
 
@@ -154,13 +155,16 @@ class WindowActions:
         self._build_toolbar()
 
     def _build_image_menu(self, menu) -> None:
-        """Image > Upscale 2x / 4x (qt/upscale_action.py: off the GUI thread, one undo step)."""
+        """Image > Upscale 2x / 4x (qt/upscale_action.py: off the GUI thread, one undo step) and
+        Upscale and refine… (qt/refine_dialog.py: the same, then an SD refine of each tile)."""
         self.upscaler = UpscaleAction(
             lambda: self.session.document, lambda: self.models_folder, self.progress, self
         )
         self.upscaler.status.connect(lambda text: self.statusBar().showMessage(text))
         self._action(menu, "Upscale &2x", lambda: self.upscaler.start(2))
         self._action(menu, "Upscale &4x", lambda: self.upscaler.start(4))
+        self.refine_engine = attach_refine_engine(self)
+        self._action(menu, "Upscale and &refine…", lambda: open_refine_dialog(self))
 
     def _build_toolbar(self) -> None:
         bar = QToolBar("Tools", self)
