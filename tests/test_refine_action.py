@@ -225,3 +225,41 @@ def test_nothing_is_applied_when_the_picture_changed_meanwhile(qtbot, window, en
         engine.gate.set()
     assert document.image.shape == (40, 60, 3) and np.array_equal(document.mask, changed)
     assert messages[-1] == "The picture changed while upscaling; nothing was applied."
+
+
+def test_the_tiny_sd_model_refines_through_the_real_engine(qtbot, tmp_path, sd1_model):
+    """The path users take: the window's shared DiffusersEngine loads the panel's model (a
+    tiny SD 1.5 folder) and refines the upscaled picture; one undo step gives the original."""
+    import torch
+
+    from sdstudio.engine.diffusion.engine import DiffusersEngine
+    from sdstudio.engine.diffusion.pipelines import PipelineCache
+    from sdstudio.engine.specialists.upscale import upscale
+
+    torch.set_num_threads(1)
+    settings = QSettings(str(tmp_path / "settings.ini"), QSettings.Format.IniFormat)
+    win = MainWindow(
+        settings=settings,
+        engine_factory=lambda: DiffusersEngine(PipelineCache(device="cpu", dtype=torch.float32)),
+    )
+    win.confirm_discard = lambda: True
+    win.models_folder = tmp_path / "models"
+    qtbot.addWidget(win)
+    original = picture(40, 64)
+    document = Document(original.copy())
+    win.set_document(document)
+    win.panel.apply({"model": sd1_model, "steps": 4, "seed": 3})
+    messages = []
+    win.upscaler.status.connect(messages.append)
+    try:
+        with qtbot.waitSignal(win.upscaler.finished, timeout=120000):
+            click_ok(open_dialog(win))
+        assert document.image.shape == (80, 128, 3), messages[-1]
+        assert "refined with" in messages[-1] and "(seed 3)" in messages[-1]
+        assert not np.array_equal(document.image, upscale(original, 2))  # the model redrew it
+        win.undo()
+        assert np.array_equal(document.image, original)
+    finally:
+        wait_for_background()
+        win.generation.shutdown()
+        win.fill.shutdown()
